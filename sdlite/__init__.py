@@ -1,0 +1,40 @@
+"""sdlite: an image codec in Stable Diffusion's latent space, on onnxruntime + numpy + Pillow.
+
+    from sdlite import compress, decompress
+    data = compress("photo.png", model="models/sd15")
+    image = decompress(data, model="models/sd15")
+"""
+
+from .bitstream import DEFAULT_MAX_PIXELS
+from .codec import compress, compress_latents, decompress, decompress_latents, info
+from .errors import (
+    BitstreamError,
+    InvalidImageError,
+    ModelMismatchError,
+    ModelNotFoundError,
+    OptionError,
+    ProviderError,
+    SdliteError,
+)
+from .models import Model, load_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "compress",
+    "decompress",
+    "compress_latents",
+    "decompress_latents",
+    "info",
+    "load_model",
+    "Model",
+    "DEFAULT_MAX_PIXELS",
+    "SdliteError",
+    "InvalidImageError",
+    "BitstreamError",
+    "ModelNotFoundError",
+    "ModelMismatchError",
+    "ProviderError",
+    "OptionError",
+    "__version__",
+]

@@ -1,0 +1,78 @@
+"""onnxruntime sessions: provider choice, lazy creation, and a process-wide cache.
+
+Sessions are keyed by (model file, providers, thread count) so that every Model pointing at the same
+file shares one session. onnxruntime's InferenceSession.run is thread-safe; creation is guarded by a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+
+from .errors import ProviderError
+
+log = logging.getLogger("sdlite")
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+_cache: dict[tuple, object] = {}
+_lock = threading.Lock()
+
+
+def default_providers() -> list[str]:
+    """CUDA (with CPU fallback) when onnxruntime offers it, else CPU."""
+    import onnxruntime as ort
+
+    return [CUDA, CPU] if CUDA in ort.get_available_providers() else [CPU]
+
+
+def resolve_providers(providers) -> list[str]:
+    if providers is None:
+        return default_providers()
+    if isinstance(providers, str):
+        return [providers]
+    return list(providers)
+
+
+def _provider_name(provider) -> str:
+    return provider[0] if isinstance(provider, tuple) else provider
+
+
+def create_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False):
+    """A new InferenceSession; warns (or raises when strict) if a requested CUDA provider did not attach."""
+    import onnxruntime as ort
+
+    wanted = resolve_providers(providers)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    log.debug("creating session for %s with %s", path, wanted)
+    session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+    attached = session.get_providers()
+    if CUDA in [_provider_name(p) for p in wanted] and CUDA not in attached:
+        message = f"CUDAExecutionProvider was requested for {os.path.basename(path)} but did not attach; running on {attached}"
+        if strict:
+            raise ProviderError(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return session
+
+
+def cached_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False):
+    """The shared session for (path, providers, threads), created on first use."""
+    key = (os.path.realpath(path), tuple(map(str, resolve_providers(providers))), threads)
+    with _lock:
+        session = _cache.get(key)
+        if session is None:
+            session = _cache[key] = create_session(path, providers, threads=threads, strict=strict)
+        return session
+
+
+def clear_cache() -> None:
+    """Drop every cached session (frees their memory once no Model holds them)."""
+    with _lock:
+        _cache.clear()
