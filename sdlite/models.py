@@ -33,6 +33,7 @@ EXPORT_HINT = (
     "`python -m export --tiny --output models/tiny` (random weights, offline, for tests)"
 )
 _HASH_CHUNK = 1 << 20
+_ONNX_DTYPES = {"tensor(float16)": np.float16, "tensor(double)": np.float64, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
 def file_sha256(path: Path) -> str:
@@ -195,7 +196,7 @@ class Model:
         for spec in session.get_inputs():
             if spec.name not in values:
                 raise SdliteError(f"model input {spec.name!r} is not one sdlite provides ({', '.join(values)})")
-            dtype = np.float16 if spec.type == "tensor(float16)" else np.float32
+            dtype = _ONNX_DTYPES.get(spec.type, np.float32)
             feed[spec.name] = np.asarray(values[spec.name], dtype=dtype)
         return feed
 
@@ -233,11 +234,21 @@ class Model:
             self._scheduler = DDIM.from_config(config)
         return self._scheduler
 
+    @property
+    def unet_multiple(self) -> int:
+        """Latent sides the U-Net accepts are multiples of this (2 ** downsampling blocks - 1)."""
+        path = self.path / "unet" / "config.json"
+        config = json.loads(path.read_text()) if path.is_file() else {}
+        return 2 ** (len(config.get("block_out_channels", (0, 0, 0, 0))) - 1)
+
     def denoise(self, latents: np.ndarray, *, strength: float = DEFAULT_STRENGTH, steps: int = DEFAULT_STEPS, seed: int = 0, progress=None) -> np.ndarray:
         """A few DDIM steps with the U-Net and the empty-prompt embedding; raw latents in and out."""
         session = self.session("unet")
         shift = float(self.shift_factor or 0.0)
-        sample = (latents - shift) * self.scaling_factor
+        height, width = latents.shape[-2:]
+        multiple = self.unet_multiple
+        pad = ((0, 0), (0, 0), (0, (-height) % multiple), (0, (-width) % multiple))
+        sample = np.pad((latents - shift) * self.scaling_factor, pad, mode="edge")
         timesteps = self.scheduler.timesteps(strength, steps)
         noise = np.random.default_rng(seed).standard_normal(sample.shape).astype(np.float32)
         sample = self.scheduler.add_noise(sample, timesteps[0], noise)
@@ -250,7 +261,7 @@ class Model:
             sample = self.scheduler.step(np.asarray(output, dtype=np.float32), t, t_prev, sample)
             if progress:
                 progress(i + 1, len(timesteps))
-        return (sample / self.scaling_factor + shift).astype(np.float32)
+        return (sample[..., :height, :width] / self.scaling_factor + shift).astype(np.float32)
 
 
 _loaded: dict[tuple, Model] = {}

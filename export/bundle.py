@@ -1,0 +1,141 @@
+"""Turning PyTorch components into an sdlite bundle: ONNX conversion with optimum, the manifest, and
+an atomic write (build in a temporary folder beside the target, rename at the end)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from sdlite.models import (
+    BUNDLE_FORMAT,
+    MANIFEST,
+    MODEL_FILE,
+    SCHEDULER_CONFIG,
+    UNCOND_FILE,
+    component_digest,
+    component_files,
+    derive_model_id,
+    file_sha256,
+)
+
+log = logging.getLogger("export")
+
+DEFAULT_OPSET = 17
+EXPORTER_PACKAGES = ("torch", "diffusers", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime")
+
+
+class _ExportPipeline:
+    """The attributes optimum's get_diffusion_models_for_export reads from a diffusers pipeline."""
+
+    class config:  # noqa: N801 - mimics pipeline.config
+        requires_aesthetics_score = False
+
+    def __init__(self, vae, unet=None, text_encoder=None):
+        self.vae = vae
+        if unet is not None:
+            self.unet = unet
+            self.text_encoder = text_encoder
+
+
+def convert(parts: dict, components: list[str], folder: Path, *, opset: int, dtype: str, on_component=None) -> None:
+    """Export each requested component to folder/NAME/model.onnx (+ config.json) with optimum."""
+    from optimum.exporters.onnx import export_models
+    from optimum.exporters.utils import get_diffusion_models_for_export
+
+    for name in components:
+        started = time.perf_counter()
+        if on_component:
+            on_component(name, "start", 0.0)
+        unet_fp16 = name == "unet" and dtype == "fp16"
+        unet = parts.get("unet")
+        if name == "unet" and unet_fp16:
+            unet = copy.deepcopy(unet).half()
+        pipeline = _ExportPipeline(parts["vae"], unet if name == "unet" else None, parts.get("text_encoder"))
+        exportable = get_diffusion_models_for_export(pipeline, float_dtype="fp16" if unet_fp16 else "fp32")
+        export_models(
+            {name: exportable[name]},
+            folder,
+            opset=opset,
+            output_names=[f"{name}/{MODEL_FILE}"],
+            dtype="fp16" if unet_fp16 else None,
+        )
+        source_config = parts["unet"].config if name == "unet" else parts["vae"].config
+        (folder / name / "config.json").write_text(json.dumps(dict(source_config), indent=2, default=str))
+        if on_component:
+            on_component(name, "done", time.perf_counter() - started)
+
+
+def _versions() -> dict:
+    versions = {}
+    for package in EXPORTER_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def write_extras(parts: dict, folder: Path, uncond: np.ndarray | None) -> None:
+    parts["scheduler"].save_config(str(folder / Path(SCHEDULER_CONFIG).parent))
+    if uncond is not None:
+        np.save(folder / UNCOND_FILE, uncond.astype(np.float32), allow_pickle=False)
+
+
+def write_manifest(folder: Path, parts: dict, components: list[str], *, source: dict, opset: int, dtype: str, validation: dict) -> dict:
+    files = {}
+    digests = {}
+    for name in components:
+        entries = []
+        for path in component_files(folder / name):
+            entries.append({"path": path.relative_to(folder).as_posix(), "sha256": file_sha256(path), "size": path.stat().st_size})
+        files[name] = {
+            "file": f"{name}/{MODEL_FILE}",
+            "files": entries,
+            "dtype": dtype if name == "unet" else "fp32",
+            "validation_max_abs_diff": validation.get(name),
+        }
+        digests[name] = component_digest([e["sha256"] for e in entries])
+    vae_config = parts["vae"].config
+    manifest = {
+        "bundle_format": BUNDLE_FORMAT,
+        "model_id": derive_model_id(digests.get("vae_encoder", "absent"), digests.get("vae_decoder", "absent")),
+        "source": source,
+        "components": files,
+        "scaling_factor": float(vae_config.scaling_factor),
+        "shift_factor": getattr(vae_config, "shift_factor", None),
+        "latent_channels": int(vae_config.latent_channels),
+        "downsample_factor": 2 ** (len(vae_config.block_out_channels) - 1),
+        "opset": opset,
+        "dtype": dtype,
+        "uncond_embedding": UNCOND_FILE if "unet" in components else None,
+        "scheduler": SCHEDULER_CONFIG,
+        "exporter": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def install(staging: Path, output: Path, *, force: bool) -> None:
+    """Move the finished bundle into place; an existing one is replaced only after the new one is whole."""
+    backup = None
+    if output.exists():
+        backup = output.with_name(f".{output.name}.old")
+        if backup.exists():
+            shutil.rmtree(backup)
+        output.rename(backup)
+    try:
+        staging.rename(output)
+    except BaseException:
+        if backup is not None:
+            backup.rename(output)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
