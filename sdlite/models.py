@@ -186,7 +186,14 @@ class Model:
                     path = self.path / component / MODEL_FILE
                     if self.manifest is not None:
                         path = self.path / self.manifest["components"][component]["file"]
-                    session = sessions.cached_session(str(path), self.providers, threads=self.threads, strict=self.strict)
+                    if not path.is_file():
+                        raise ModelNotFoundError(f"bundle {self.path} lacks {path.name} for {component} ({path}); {EXPORT_HINT}")
+                    try:
+                        session = sessions.cached_session(str(path), self.providers, threads=self.threads, strict=self.strict)
+                    except SdliteError:
+                        raise
+                    except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
+                        raise SdliteError(f"onnxruntime cannot load {path}: {exc}") from exc
                     self._sessions[component] = session
         return session
 

@@ -1,0 +1,54 @@
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdlite import load_model
+
+from .fakes import fake_bundle, fake_sessions
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SDLITE_SHARED", ROOT.parent / "shared"))
+VAELIGHT = SHARED / "models" / "vaelight"
+KODAK = SHARED / "data" / "kodak"
+EXPORT_STACK = all(importlib.util.find_spec(m) for m in ("torch", "diffusers", "optimum", "transformers"))
+
+
+@pytest.fixture(scope="session")
+def vaelight():
+    if not (VAELIGHT / "vae_decoder" / "model.onnx").is_file():
+        pytest.skip(f"real-weights model absent: {VAELIGHT} (the shared VAElight folder beside the repo)")
+    return load_model(VAELIGHT)
+
+
+@pytest.fixture(scope="session")
+def kodak():
+    if not (KODAK / "kodim01.png").is_file():
+        pytest.skip(f"Kodak test images absent: {KODAK}")
+    return KODAK
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A tiny random SD bundle made by the export package (seconds)."""
+    if not EXPORT_STACK:
+        pytest.skip("export extra not installed (pip install -e .[export]): cannot build the tiny bundle")
+    from export import export_bundle
+
+    path = tmp_path_factory.mktemp("bundles") / "tiny"
+    export_bundle(path, tiny=True)
+    return path
+
+
+@pytest.fixture
+def fake_model(tmp_path):
+    return load_model(fake_bundle(tmp_path / "fake"), sessions=fake_sessions())
+
+
+@pytest.fixture
+def photo():
+    """A smooth synthetic RGB image (uint8, 45x70) with some structure."""
+    y, x = np.mgrid[0:45, 0:70]
+    return np.stack([(x * 3) % 256, (y * 5) % 256, ((x + y) * 2) % 256], axis=2).astype(np.uint8)
