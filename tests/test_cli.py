@@ -1,0 +1,53 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdlite.cli import main
+
+
+@pytest.fixture
+def images(tmp_path, photo):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.roll(photo, i * 5, axis=1)).save(folder / f"im{i}.png")
+    return folder
+
+
+def test_batch_compress_info_decompress(vaelight, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compress", str(images), "--out-dir", str(out), "--model", str(vaelight.path)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["im0.sdz", "im1.sdz"]
+    err = capsys.readouterr().err
+    assert "2/2" in err and "2 of 2 files" in err and "bpp" in err
+    assert main(["info", str(out / "im0.sdz")]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["width"] == 70 and meta["method"] == "palette"
+    assert main(["decompress", str(out), "--out-dir", str(tmp_path / "png"), "--model", str(vaelight.path)]) == 0
+    assert Image.open(tmp_path / "png" / "im0.png").size == (70, 45)
+
+
+def test_existing_outputs_are_not_overwritten(vaelight, images, tmp_path, capsys):
+    target = tmp_path / "one.sdz"
+    target.write_bytes(b"keep me")
+    assert main(["compress", str(images / "im0.png"), "-o", str(target), "--model", str(vaelight.path)]) == 1
+    assert target.read_bytes() == b"keep me"
+    assert "--force" in capsys.readouterr().err
+    assert main(["compress", str(images / "im0.png"), "-o", str(target), "--model", str(vaelight.path), "--force"]) == 0
+    assert target.read_bytes()[:4] == b"SDLZ"
+
+
+def test_exit_codes(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SDLITE_MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("SDLITE_MODEL", raising=False)
+    assert main(["--help"]) == 0
+    assert main(["frobnicate"]) == 2
+    (tmp_path / "x.png").write_bytes(b"")
+    assert main(["compress", str(tmp_path / "x.png")]) == 2  # no model: usage error naming the export command
+    assert "python -m export" in capsys.readouterr().err
+    bad = tmp_path / "bad.sdz"
+    bad.write_bytes(b"SDLZ garbage")
+    assert main(["info", str(bad)]) == 1
+    assert "truncated" in capsys.readouterr().err

@@ -1,0 +1,49 @@
+"""The runtime on a bundle made by `export --tiny` (random weights, full pipeline with U-Net)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sdlite import ModelNotFoundError, compress, decompress, load_model
+from sdlite.models import Model
+
+
+def test_export_then_compress_and_decompress_with_denoise(tiny_bundle, photo):
+    model = load_model(tiny_bundle)
+    assert model.has_unet and model.downsample_factor == 8
+    data = compress(photo, model=model)
+    with_unet = decompress(data, model=model)
+    without = decompress(data, model=model, denoise=False)
+    assert with_unet.size == without.size == (70, 45)
+    assert not np.array_equal(np.asarray(with_unet), np.asarray(without))  # the U-Net ran
+    again = decompress(data, model=model, denoise_steps=2, seed=0)
+    assert np.array_equal(np.asarray(with_unet), np.asarray(again))
+    other_seed = decompress(data, model=model, seed=1)
+    assert other_seed.size == (70, 45)
+
+
+def test_manifestless_folder_has_the_same_model_id(tiny_bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "plain"
+    shutil.copytree(tiny_bundle, copy)
+    (copy / "manifest.json").unlink()
+    plain = Model(copy)
+    assert plain.model_id == json.loads((tiny_bundle / "manifest.json").read_text())["model_id"]
+    assert plain.latent_channels == 4 and plain.downsample_factor == 8 and plain.has_unet
+
+
+def test_model_resolution_by_name_env_and_hint(tiny_bundle, monkeypatch, tmp_path):
+    monkeypatch.setenv("SDLITE_MODELS_DIR", str(tiny_bundle.parent))
+    monkeypatch.delenv("SDLITE_MODEL", raising=False)
+    assert load_model("tiny").path == tiny_bundle
+    assert load_model(None).path == tiny_bundle  # the only bundle in the folder
+    monkeypatch.setenv("SDLITE_MODEL", str(tiny_bundle))
+    assert load_model(None).path == tiny_bundle
+    monkeypatch.setenv("SDLITE_MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("SDLITE_MODEL")
+    with pytest.raises(ModelNotFoundError, match="python -m export"):
+        load_model(None)
+    with pytest.raises(ModelNotFoundError, match="python -m export --tiny"):
+        load_model("nonexistent")
