@@ -41,6 +41,8 @@ square of the latent area: 2048x2048 already needs several GB on CPU). Pass max_
 _HEAD = struct.Struct(">4sBBB8sIIBHHH")
 _PAYLOAD_LEN = struct.Struct(">I")
 _CRC = struct.Struct(">I")
+CONTAINER_OVERHEAD = _HEAD.size + _PAYLOAD_LEN.size + _CRC.size
+"""Bytes a stream spends outside method parameters and payload."""
 
 
 @dataclass(frozen=True)

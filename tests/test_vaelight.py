@@ -40,3 +40,24 @@ def test_decoding_is_reproducible_and_odd_sizes_work(vaelight, kodim01):
     a, b = decompress(data, model=vaelight), decompress(data, model=vaelight)
     assert a.size == (203, 77) and np.array_equal(np.asarray(a), np.asarray(b))
     assert psnr(np.asarray(crop), a) > 15
+
+
+def test_entropy_method_beats_the_palette_on_psnr_per_byte(vaelight, kodim01):
+    rgb = load_rgb(kodim01)
+    palette = compress(kodim01, model=vaelight)
+    palette_psnr = psnr(rgb, decompress(palette, model=vaelight))
+    # at 80 % of the palette's bytes, the entropy method is at least as good on PSNR
+    target = int(0.8 * len(palette))
+    data = compress(kodim01, model=vaelight, method="entropy", target_bytes=target)
+    assert 0.95 * target <= len(data) <= target
+    assert psnr(rgb, decompress(data, model=vaelight)) >= palette_psnr
+
+
+def test_identical_bytes_and_pixels_across_thread_counts(vaelight, kodak):
+    from sdlite import load_model
+
+    one, two = (load_model(vaelight.path, threads=n) for n in (1, 2))
+    for method in ("palette", "entropy"):
+        a = compress(kodak / "kodim05.png", model=one, method=method)
+        assert a == compress(kodak / "kodim05.png", model=two, method=method)
+        assert np.array_equal(np.asarray(decompress(a, model=one)), np.asarray(decompress(a, model=two)))

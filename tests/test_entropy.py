@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from sdlite import BitstreamError, OptionError, decompress_latents, info
+from sdlite import bitstream as bs
+from sdlite import entropy
+from sdlite.codec import compress_latents
+
+MODEL_ID = "a1b2c3d4e5f60718"
+
+
+def _latents(shape=(4, 12, 18), seed=0):
+    rng = np.random.default_rng(seed)
+    smooth = rng.normal(0, 4, shape).cumsum(axis=2) / 3
+    return (smooth + rng.normal(0, 1.5, shape)).astype(np.float32)
+
+
+def _symbols_of(plan):
+    planes = plan.symbols
+    steps = entropy.plane_steps(plan.step_q, plan.gain_q, plan.transform, len(planes))[:, None, None]
+    return (plan.means_q / entropy.MEAN_SCALE)[:, None, None] + planes * steps
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    latents=hnp.arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 9), st.integers(1, 9)),
+                       elements=st.floats(-40, 40, width=32)),
+    step=st.floats(0.05, 8.0),
+    transform=st.sampled_from([entropy.TRANSFORM_NONE, entropy.TRANSFORM_HAAR]),
+)
+def test_symbols_round_trip_exactly(latents, step, transform):
+    plan = entropy.plan_for_step(latents, step, transform=transform)
+    decoded = entropy.decode(plan.params(), plan.payload(), latents.shape)
+    expected = _symbols_of(plan)
+    if transform == entropy.TRANSFORM_HAAR:
+        expected = entropy.haar_inverse(expected, latents.shape)
+    assert decoded.shape == latents.shape
+    assert np.array_equal(decoded, expected.astype(np.float32))
+
+
+def test_haar_is_invertible_for_odd_sizes():
+    z = _latents((3, 7, 11)).astype(np.float64)
+    assert np.allclose(entropy.haar_inverse(entropy.haar_forward(z), z.shape), z)
+
+
+def test_error_is_bounded_by_the_step():
+    z = _latents()
+    data = compress_latents(z, model_id=MODEL_ID, method="entropy", quality=90)
+    back = decompress_latents(data)[0]
+    step = entropy.quality_to_step(90) * entropy.DEFAULT_BAND_GAIN
+    assert np.max(np.abs(back - z)) <= 2 * step  # haar: each pixel mixes four half-step errors
+    assert info(data)["method"] == "entropy"
+
+
+def test_quality_is_monotonic_in_size():
+    z = _latents((4, 24, 32))
+    sizes = [len(compress_latents(z, model_id=MODEL_ID, method="entropy", quality=q)) for q in (1, 10, 25, 50, 75, 90, 100)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+@pytest.mark.parametrize("target", [600, 1200, 2500])
+def test_target_bytes_is_respected_within_five_percent(target):
+    z = _latents((4, 32, 48), seed=3)
+    data = compress_latents(z, model_id=MODEL_ID, method="entropy", target_bytes=target)
+    assert 0.95 * target <= len(data) <= target, len(data)
+
+
+def test_unreachable_target_names_the_minimum():
+    with pytest.raises(OptionError, match="smallest stream"):
+        compress_latents(_latents(), model_id=MODEL_ID, method="entropy", target_bytes=20)
+
+
+@pytest.mark.parametrize("bad", [0, 101, 5.5, True])
+def test_quality_range_is_checked(bad):
+    with pytest.raises(OptionError, match="quality"):
+        compress_latents(_latents(), model_id=MODEL_ID, method="entropy", quality=bad)
+
+
+def test_corrupted_payloads_raise_bitstream_error():
+    data = compress_latents(_latents(), model_id=MODEL_ID, method="entropy")
+    header, payload = bs.unpack(data)
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        params = bytearray(header.params)
+        body = bytearray(payload)
+        if trial % 2:
+            params[rng.integers(len(params))] = rng.integers(256)
+        else:
+            body[rng.integers(len(body))] ^= 1 << int(rng.integers(8))
+        if trial % 7 == 0:
+            body = body[: int(rng.integers(len(body) + 1))]
+        stream = bs.pack(bs.Header(header.method, MODEL_ID, header.width, header.height, header.latent_shape, params=bytes(params)), bytes(body))
+        try:
+            z = decompress_latents(stream)
+        except BitstreamError:
+            continue
+        assert z.shape == (1, 4, 12, 18) and np.isfinite(z).all()
+
+
+def test_same_latents_same_bytes_across_thread_counts(monkeypatch):
+    """numpy/BLAS thread settings must not change the encoder's integer decisions."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import numpy as np, sys; from tests.test_entropy import _latents, MODEL_ID; "
+        "from sdlite.codec import compress_latents; "
+        "sys.stdout.write(compress_latents(_latents((4,40,56)), model_id=MODEL_ID, method='entropy').hex())"
+    )
+    root = Path(__file__).resolve().parent.parent
+    outputs = set()
+    for threads in ("1", "2"):
+        env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PATH": "/usr/bin:/bin"}
+        result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        outputs.add(result.stdout)
+    assert len(outputs) == 1
