@@ -1,0 +1,64 @@
+"""The PyTorch/diffusers reference of sdlite's pipeline stages, for the speed benchmark.
+
+python -m export.reference --pipeline FOLDER --stage encode|unet|decode --size 512 --threads 2
+prints one JSON line: load seconds, per-run seconds, peak RSS. One process per stage, so that peak
+memory belongs to that stage alone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+
+def run_stage(pipeline: str, stage: str, size: int, threads: int, repeats: int) -> dict:
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    started = time.perf_counter()
+    if stage == "unet":
+        model = UNet2DConditionModel.from_pretrained(pipeline, subfolder="unet").eval()
+    else:
+        model = AutoencoderKL.from_pretrained(pipeline, subfolder="vae").eval()
+    load = time.perf_counter() - started
+    latent = size // 8
+    if stage == "encode":
+        x = torch.from_numpy(rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32))
+        call = lambda: model.encode(x).latent_dist.mean  # noqa: E731
+    elif stage == "decode":
+        z = torch.from_numpy(rng.normal(0, 5, (1, 4, latent, latent)).astype(np.float32))
+        call = lambda: model.decode(z).sample  # noqa: E731
+    else:
+        sample = torch.from_numpy(rng.normal(0, 1, (1, 4, latent, latent)).astype(np.float32))
+        text = torch.from_numpy(rng.normal(0, 1, (1, 77, model.config.cross_attention_dim)).astype(np.float32))
+        call = lambda: model(sample, torch.tensor(40.0), encoder_hidden_states=text).sample  # noqa: E731
+    times = []
+    with torch.no_grad():
+        call()  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+    return {"engine": "torch", "stage": stage, "load_s": load, "run_s": times,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.reference", description=__doc__)
+    parser.add_argument("--pipeline", required=True)
+    parser.add_argument("--stage", choices=["encode", "unet", "decode"], required=True)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args(argv)
+    print(json.dumps(run_stage(args.pipeline, args.stage, args.size, args.threads, args.repeats)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

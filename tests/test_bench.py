@@ -1,0 +1,127 @@
+"""Benchmark harness: metrics, LPIPS, peer fitting, and smoke runs on the tiny bundle."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdlite.bench import lpips as lp
+from sdlite.bench import metrics, peers
+
+from .conftest import EXPORT_STACK
+
+
+@pytest.fixture(scope="module")
+def lpips_weights():
+    path = lp.default_weights_path()
+    if not path.is_file():
+        pytest.skip(f"LPIPS weights absent at {path}: run `python -m sdlite.bench fetch-lpips` (.ci/run does)")
+    return lp.load_weights(path)
+
+
+def _pair(seed=0, shape=(64, 96, 3), noise=20):
+    rng = np.random.default_rng(seed)
+    base = (np.add.outer(np.arange(shape[0]), np.arange(shape[1]))[..., None] * [1, 2, 3] % 256).astype(np.uint8)
+    noisy = np.clip(base + rng.normal(0, noise, shape), 0, 255).astype(np.uint8)
+    return base, noisy
+
+
+def test_psnr_and_ssim_basics():
+    a, b = _pair()
+    assert metrics.psnr(a, a) == float("inf") and metrics.ssim(a, a) == pytest.approx(1.0)
+    assert 15 < metrics.psnr(a, b) < 30 and 0 < metrics.ssim(a, b) < 1
+    assert metrics.ssim(a, _pair(noise=5)[1]) > metrics.ssim(a, b)
+    big_a, big_b = _pair(shape=(200, 200, 3))
+    assert 0 < metrics.ms_ssim(big_a, big_b) < 1 and metrics.ms_ssim(big_a, big_a) == pytest.approx(1.0)
+    assert np.isnan(metrics.ms_ssim(a, b))  # too small for five scales
+
+
+def test_restricted_unpickler_refuses_code(tmp_path):
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(pickle.dumps({"x": print}))
+    with pytest.raises(pickle.UnpicklingError, match="only numpy arrays"):
+        lp.load_weights(evil)
+
+
+def test_lpips_sanity(lpips_weights):
+    model = lp.LPIPS(lpips_weights)
+    a, b = _pair()
+    assert model(a, a) == pytest.approx(0.0, abs=1e-7)
+    near, far = model(a, _pair(noise=5)[1]), model(a, b)
+    assert 0 < near < far
+
+
+@pytest.mark.skipif(not EXPORT_STACK, reason="torch not installed: no independent implementation to compare with")
+def test_lpips_matches_an_independent_torch_implementation(lpips_weights):
+    """The published ex_ref/ex_p0 pair is not reachable here, so the numpy network is checked against
+    torch's conv2d/max_pool2d with the same weights (catches layout, padding and pooling mistakes)."""
+    import torch
+    import torch.nn.functional as F
+
+    a, b = _pair(1, (80, 120, 3), 30)
+    net = lpips_weights["AlexNet_0"]
+
+    def feats(img):
+        x = torch.from_numpy(img.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
+        scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+        x = (x - shift) / scale
+        out = []
+        for i, (stride, pad) in enumerate([(4, 2), (1, 2), (1, 1), (1, 1), (1, 1)]):
+            w = torch.from_numpy(net[f"Conv_{i}"]["kernel"]).permute(3, 2, 0, 1)
+            x = F.relu(F.conv2d(x, w, torch.from_numpy(net[f"Conv_{i}"]["bias"]), stride=stride, padding=pad))
+            out.append(x)
+            if i in (0, 1):
+                x = F.max_pool2d(x, 3, 2)
+        return out
+
+    total = 0.0
+    for i, (fa, fb) in enumerate(zip(feats(a), feats(b))):
+        fa = fa / (fa.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        fb = fb / (fb.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        w = torch.from_numpy(lpips_weights[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].reshape(-1))
+        total += float(((fa - fb) ** 2 * w.view(1, -1, 1, 1)).sum(1).mean())
+    assert lp.LPIPS(lpips_weights)(a, b) == pytest.approx(total, rel=1e-4)
+
+
+def test_peers_fit_the_budget():
+    image = Image.fromarray(_pair(shape=(128, 160, 3))[1])
+    for peer in peers.available_peers():
+        small = peers.smallest(peer, image)
+        fitted = peer.fit(image, small + 2000)
+        assert fitted is not None and len(fitted[0]) <= small + 2000
+        assert peer.fit(image, small - 1) is None
+        assert peer.decode(fitted[0]).shape == (128, 160, 3)
+
+
+@pytest.mark.skipif(not EXPORT_STACK, reason="export extra not installed: no tiny bundle")
+def test_quality_harness_smoke(tiny_bundle, tmp_path, photo):
+    from sdlite.bench import quality
+
+    path = tmp_path / "im.png"
+    Image.fromarray(np.tile(photo, (4, 4, 1))).save(path)  # 180x280
+    rows = quality.run([path], model=tiny_bundle, out_dir=tmp_path / "out", sweep_bpp=[0.5], lpips=None, progress=False)
+    codecs = {r["codec"] for r in rows}
+    assert {quality.CEILING, quality.PALETTE, quality.ENTROPY, "JPEG", "WebP"} <= codecs
+    for name in ("results.json", "summary.md", "summary.json", "rd.png", "crops/im.png"):
+        assert (tmp_path / "out" / name).is_file(), name
+    entropy_row = next(r for r in rows if r["codec"] == quality.ENTROPY and r["setting"] == "palette-size")
+    assert entropy_row["bytes"] <= entropy_row["budget"] and entropy_row["psnr"] > 0
+    # resumable: a second run reuses the cache and gives the same rows
+    again = quality.run([path], model=tiny_bundle, out_dir=tmp_path / "out", sweep_bpp=[0.5], lpips=None, crops=False, progress=False)
+    assert {r["key"]: r["bytes"] for r in again} == {r["key"]: r["bytes"] for r in rows}
+
+
+@pytest.mark.skipif(not EXPORT_STACK, reason="export extra not installed: no torch reference")
+def test_speed_harness_smoke(tiny_bundle, tmp_path):
+    from export.tiny import save_tiny_pipeline
+
+    from sdlite.bench.__main__ import main
+
+    pipeline = save_tiny_pipeline(tmp_path / "pipeline")  # same seed as the tiny bundle: same weights
+    assert main(["speed", "--bundle", str(tiny_bundle), "--pipeline", str(pipeline), "--size", "64", "--out", str(tmp_path / "s")]) == 0
+    report = json.loads((tmp_path / "s" / "speed.json").read_text())
+    assert {(r["stage"], r["engine"]) for r in report["stages"]} == {(s, e) for s in ("encode", "unet", "decode") for e in ("onnxruntime", "torch")}
+    assert all(r["peak_rss_mb"] > 0 and r["run_s"] for r in report["stages"])
