@@ -6,7 +6,6 @@ memory belongs to that stage alone."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import sys
@@ -49,13 +48,9 @@ def run_stage(pipeline: str, stage: str, size: int, threads: int, repeats: int) 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.reference", description=__doc__)
-    parser.add_argument("--pipeline", required=True)
-    parser.add_argument("--stage", choices=["encode", "unet", "decode"], required=True)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1)
-    args = parser.parse_args(argv)
+    from sdlite.bench.engine import stage_parser
+
+    args = stage_parser("python -m export.reference", __doc__, "--pipeline", "diffusers folder").parse_args(argv)
     print(json.dumps(run_stage(args.pipeline, args.stage, args.size, args.threads, args.repeats)))
     return 0
 

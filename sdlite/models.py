@@ -286,7 +286,8 @@ def load_model(model=None, *, providers=None, threads: int | None = None, strict
     path = resolve_model_path(model)
     if sessions:
         return Model(path, providers=providers, threads=threads, strict=strict, sessions_=sessions)
-    key = (str(path.resolve()), repr(providers), threads, strict)
+    marker = path / MANIFEST if (path / MANIFEST).is_file() else path / "vae_decoder" / MODEL_FILE
+    key = (str(path.resolve()), marker.stat().st_mtime_ns, repr(providers), threads, strict)  # a re-export reloads
     with _loaded_lock:
         if key not in _loaded:
             _loaded[key] = Model(path, providers=providers, threads=threads, strict=strict)

@@ -156,3 +156,19 @@ def test_cli_tiny_export_and_errors(tmp_path, capsys):
     assert "model id" in capsys.readouterr().out
     assert main(["--tiny", "--output", str(out), "-q"]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_fp16_export_keeps_the_vae_in_fp32(tmp_path, tiny_bundle, photo):
+    from export import export_bundle
+
+    from sdlite import compress, decompress, load_model
+
+    manifest = export_bundle(tmp_path / "half", tiny=True, dtype="fp16")
+    assert manifest["dtype"] == "fp16" and manifest["components"]["unet"]["dtype"] == "fp16"
+    assert manifest["components"]["vae_decoder"]["dtype"] == "fp32"
+    full = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert manifest["model_id"] == full["model_id"]  # same VAE: streams are interchangeable
+    half = load_model(tmp_path / "half")
+    assert half.session("unet").get_inputs()[0].type == "tensor(float16)"
+    data = compress(photo, model=load_model(tiny_bundle))
+    assert decompress(data, model=half).size == (70, 45)

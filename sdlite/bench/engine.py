@@ -47,13 +47,19 @@ def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, pr
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "onnxruntime": ort.__version__}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sdlite.bench.engine", description=__doc__)
-    parser.add_argument("--bundle", required=True)
+def stage_parser(prog: str, description: str, source: str, source_help: str) -> argparse.ArgumentParser:
+    """The arguments both engines' stage processes take (the PyTorch side reuses this)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(source, required=True, help=source_help)
     parser.add_argument("--stage", choices=["encode", "unet", "decode"], required=True)
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--size", type=int, default=512, help="image side in pixels")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs after one warm-up")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = stage_parser("python -m sdlite.bench.engine", __doc__, "--bundle", "sdlite bundle")
     parser.add_argument("--providers", nargs="+")
     args = parser.parse_args(argv)
     print(json.dumps(run_stage(args.bundle, args.stage, args.size, args.threads, args.repeats, args.providers)))
