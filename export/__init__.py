@@ -91,6 +91,8 @@ def export_bundle(
         convert(parts, components, staging, opset=opset, dtype=dtype, on_component=on_component)
         write_extras(parts, staging, uncond)
         manifest = write_manifest(staging, parts, components, source=source, opset=opset, dtype=dtype, validation=validation)
+        for path in staging.rglob("*"):  # some writers create private files; a bundle is ordinary data
+            path.chmod(0o755 if path.is_dir() else 0o644)
         install(staging, output, force=force)
     finally:
         if staging.exists():

@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     s.add_argument("--repeats", type=int, default=1, help="timed runs per stage after one warm-up (default %(default)s)")
     s.add_argument("--threads", type=int, default=2, help="threads for both engines (default %(default)s)")
     s.add_argument("--out", default="bench-out/speed", help="output folder (default %(default)s)")
+    i = sub.add_parser("install-size", help="disk size of a fresh runtime-only install (new venv, pip install .)")
+    i.add_argument("--out", default="bench-out/speed", help="output folder (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -38,6 +40,10 @@ def main(argv=None) -> int:
 
             print(fetch_weights(Path(args.to) if args.to else None))
             return 0
+        if args.command == "install-size":
+            from . import install_size
+
+            return install_size.main(args.out)
         if args.command == "quality":
             from . import quality
             from .lpips import LPIPS, load_weights
