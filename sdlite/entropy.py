@@ -1,20 +1,22 @@
-"""Method "entropy": transform, per-band uniform quantization, a context model, range coding.
+"""Method "entropy": Haar bands, per-band uniform quantization, a context model, range coding.
 
 Encoding a raw latent z of shape (C, h, w):
 
-1. Transform: a one-level orthonormal 2-D Haar transform of each channel (sides padded to even by edge
-   replication) gives 4*C half-size planes, ordered band-major: LL of every channel, then LH, HL, HH.
-   The VAE decoder is less sensitive to high-frequency latent error (measured with VAElight: about 2x),
-   so high bands get a coarser step: step * band_gain.
-2. Symbols s[p] = round((plane[p] - mean_p) / step_p); the means, the step and the gain are integers
-   in the stream (MEAN_SCALE, STEP_SCALE, GAIN_SCALE units). The step follows the rate target.
-3. Planes are coded row by row; within a row, plane by plane. A symbol's prediction is an integer
-   linear combination (WEIGHT_SCALE units, least squares per image) of already decoded neighbours:
-   the two rows above in its plane, and the same and previous row of up to MAX_CROSS earlier planes.
-   The residual r = s - prediction is coded.
+1. Transform: a one-level (DEFAULT_LEVELS; 0 to 2 allowed) orthonormal 2-D Haar decomposition of each channel (sides padded to even by
+   edge replication at each level). The VAE decoder is less sensitive to high-frequency latent error
+   (measured with VAElight: 2-4x), so detail bands get coarser steps: step * gain per level
+   (DEFAULT_BAND_GAINS). Planes are coded in groups, coarsest first: the level-2 group (approximation
+   of every channel, then its LH, HL, HH bands), then the level-1 details. 0 or 1 levels are allowed.
+2. Symbols s[p] = round((plane[p] - mean_p) / step_p); means, step and gains are integers in the
+   stream (MEAN_SCALE, STEP_SCALE, GAIN_SCALE units). The step follows the rate target.
+3. Within a group, planes are coded row by row and, within a row, plane by plane. A symbol's
+   prediction is an integer linear combination (WEIGHT_SCALE units, least squares per image) of
+   already decoded neighbours: the two rows above in its plane, and the same and previous row of up to
+   MAX_CROSS earlier planes of its group. The residual r = s - prediction is coded.
 4. The residual's probability model is a two-sided geometric distribution whose decay byte depends on
    the plane and on an activity bin (local gradients and nearby residual sizes), as
    clip(base_p + slope_p * bin): two bytes per plane. Frequency tables come from integer arithmetic.
+   The side information (plane headers, weights) is deflated.
 
 Everything the decoder's model depends on is integer data from the stream and integer maths, so the
 decoder's probabilities are bit-identical on every machine and thread count. Each row of a plane is
@@ -24,17 +26,19 @@ one batched call into constriction's range coder.
 from __future__ import annotations
 
 import struct
+import zlib
 
 import numpy as np
 
 from .bitstream import CONTAINER_OVERHEAD
 from .errors import BitstreamError, OptionError
 
-TRANSFORM_NONE, TRANSFORM_HAAR = 0, 1
+LEVELS = (0, 1, 2)  # Haar decomposition levels the stream may use
+DEFAULT_LEVELS = 1  # two levels measured no better on VAElight + Kodak (BENCHMARKS.md)
 MEAN_SCALE = 64  # plane means: int16 in 1/64 raw-latent units
 STEP_SCALE = 1024  # base step: uint16 in 1/1024 raw-latent units (1/1024 .. 64)
 GAIN_SCALE = 16  # high-band step multiplier: uint8 in 1/16 units
-DEFAULT_BAND_GAIN = 2.0  # measured best on VAElight + Kodak (see BENCHMARKS.md)
+DEFAULT_BAND_GAINS = (1.75, 1.3)  # finest details, next level: measured on VAElight + Kodak (BENCHMARKS.md)
 WEIGHT_SCALE = 32  # predictor weights: int8 in 1/32 units (-4 .. +3.97)
 MAX_CROSS = 2  # earlier planes a prediction may look at
 SPATIAL_FEATURES = 4  # N, NW, NE, NN
@@ -47,10 +51,12 @@ SYMBOL_LIMIT = 32767  # predictions are clipped to +-this, which bounds decoding
 QUALITY_MIN, QUALITY_MAX = 1, 100
 DEFAULT_QUALITY = 50
 STEP_COARSEST, STEP_FINEST = 16.0, 0.25  # base step at quality 1 and 100, geometric in between (50 -> 2.04)
-TARGET_TOLERANCE = 0.05  # target_bytes: aim for [95 %, 100 %] of the target
-_SEARCH_ITERATIONS = 20
+TARGET_TOLERANCE = 0.05  # target_bytes: the result lies in [95 %, 100 %] of the target
+_SEARCH_STOP = 0.995  # the bisection stops once a fit reaches this fraction of the target
+_SEARCH_ITERATIONS = 24
+PARAMS_ZLIB_LEVEL = 9  # the side information (plane headers, predictor weights) is deflated
 
-_GLOBAL = struct.Struct(">BBH")  # transform, band gain, base step
+_GLOBAL = struct.Struct(">BBBH")  # levels, finest-detail gain, next-level gain, base step
 _PLANE = struct.Struct(">hhhBB")  # mean, rmin, rmax, decay base, decay slope
 
 
@@ -153,44 +159,59 @@ def _fit_weights(symbols: np.ndarray, p: int) -> np.ndarray:
 class _Plan:
     """Everything the encoder decides for one base step; estimated_bytes() predicts the stream size."""
 
-    def __init__(self, latents: np.ndarray, step_q: int, gain_q: int, transform: int):
+    def __init__(self, latents: np.ndarray, step_q: int, gains_q: tuple[int, int], levels: int):
         self.shape = latents.shape
-        self.transform, self.step_q, self.gain_q = transform, int(step_q), int(gain_q)
-        planes = haar_forward(latents) if transform == TRANSFORM_HAAR else latents.astype(np.float64)
-        count = len(planes)
-        self.means_q = np.clip(np.rint(planes.reshape(count, -1).mean(axis=1) * MEAN_SCALE), -32768, 32767).astype(np.int64)
-        scaled = (planes - (self.means_q / MEAN_SCALE)[:, None, None]) / plane_steps(self.step_q, self.gain_q, transform, count)[:, None, None]
-        self.symbols = np.clip(np.rint(scaled), -SYMBOL_LIMIT, SYMBOL_LIMIT).astype(np.int64)
-        self.weights = [_fit_weights(self.symbols, p) for p in range(count)]
-        self.residuals = np.zeros_like(self.symbols)
-        self.bins = np.zeros_like(self.symbols)
-        for y in range(self.symbols.shape[1]):
-            for p in range(count):
-                feats = features(self.symbols, p, y)
-                self.residuals[p, y] = self.symbols[p, y] - predict(feats, self.weights[p])
-                self.bins[p, y] = activity_bins(feats, self.residuals, p, y)
-        self.rmin = self.residuals.reshape(count, -1).min(axis=1)
+        self.levels, self.step_q, self.gains_q = levels, int(step_q), tuple(int(g) for g in gains_q)
+        planes = decompose(latents.astype(np.float64), levels)
+        steps = group_steps(self.step_q, self.gains_q, levels, latents.shape[0])
+        self.means_q, self.symbols, self.residuals, self.bins, self.weights = [], [], [], [], []
+        for group, group_step in zip(planes, steps):
+            means_q = np.clip(np.rint(group.reshape(len(group), -1).mean(axis=1) * MEAN_SCALE), -32768, 32767).astype(np.int64)
+            scaled = (group - (means_q / MEAN_SCALE)[:, None, None]) / group_step[:, None, None]
+            symbols = np.clip(np.rint(scaled), -SYMBOL_LIMIT, SYMBOL_LIMIT).astype(np.int64)
+            weights = [_fit_weights(symbols, p) for p in range(len(group))]
+            residuals, bins = np.zeros_like(symbols), np.zeros_like(symbols)
+            for y in range(symbols.shape[1]):
+                for p in range(len(group)):
+                    feats = features(symbols, p, y)
+                    residuals[p, y] = symbols[p, y] - predict(feats, weights[p])
+                    bins[p, y] = activity_bins(feats, residuals, p, y)
+            self.means_q += list(means_q)
+            self.symbols.append(symbols)
+            self.residuals.append(residuals)
+            self.bins.append(bins)
+            self.weights += weights
+        flat = [r.reshape(len(r), -1) for r in self.residuals]
+        self.rmin = np.concatenate([f.min(axis=1) for f in flat])
         # constriction needs at least two symbols in an alphabet
-        self.rmax = np.maximum(self.residuals.reshape(count, -1).max(axis=1), self.rmin + 1)
-        self.decay = np.zeros((count, 2), dtype=np.int64)
+        self.rmax = np.maximum(np.concatenate([f.max(axis=1) for f in flat]), self.rmin + 1)
+        self.decay = np.zeros((len(self.rmin), 2), dtype=np.int64)
         self.bits = 0.0
         if self.alphabet_ok:
             self._choose_decays()
+
+    def _planes(self):
+        """(index over all planes, group index, index within the group) in coding order."""
+        index = 0
+        for g, group in enumerate(self.symbols):
+            for p in range(len(group)):
+                yield index, g, p
+                index += 1
 
     def _choose_decays(self) -> None:
         """Per plane, the (base, slope) whose per-bin decay bytes minimise the ideal code length."""
         candidates = np.arange(256)
         bases, slopes = np.meshgrid(np.arange(256), np.arange(32), indexing="ij")
         chosen = np.clip(bases[..., None] + slopes[..., None] * np.arange(N_BINS), 0, 255)  # (256, 32, bins)
-        for p in range(len(self.symbols)):
-            rmin, rmax = int(self.rmin[p]), int(self.rmax[p])
+        for i, g, p in self._planes():
+            rmin, rmax = int(self.rmin[i]), int(self.rmax[i])
             log_probs = np.log2(residual_tables(candidates, rmin, rmax))  # (256, alphabet)
             hist = np.zeros((N_BINS, rmax - rmin + 1))
-            np.add.at(hist, (self.bins[p].ravel(), (self.residuals[p] - rmin).ravel()), 1)
+            np.add.at(hist, (self.bins[g][p].ravel(), (self.residuals[g][p] - rmin).ravel()), 1)
             costs = -(log_probs @ hist.T)  # (256 decay bytes, bins)
             total = costs[chosen, np.arange(N_BINS)].sum(axis=-1)  # (256, 32)
             base, slope = np.unravel_index(int(np.argmin(total)), total.shape)
-            self.decay[p] = (base, slope)
+            self.decay[i] = (base, slope)
             self.bits += float(total[base, slope])
 
     @property
@@ -198,9 +219,12 @@ class _Plan:
         return bool(np.all(self.rmax - self.rmin + 1 <= MAX_ALPHABET))
 
     def params(self) -> bytes:
-        out = bytearray(_GLOBAL.pack(self.transform, self.gain_q, self.step_q))
-        for p in range(len(self.symbols)):
-            out += _PLANE.pack(int(self.means_q[p]), int(self.rmin[p]), int(self.rmax[p]), int(self.decay[p, 0]), int(self.decay[p, 1]))
+        return zlib.compress(self.raw_params(), PARAMS_ZLIB_LEVEL)
+
+    def raw_params(self) -> bytes:
+        out = bytearray(_GLOBAL.pack(self.levels, *self.gains_q, self.step_q))
+        for i, _, _ in self._planes():
+            out += _PLANE.pack(int(self.means_q[i]), int(self.rmin[i]), int(self.rmax[i]), int(self.decay[i, 0]), int(self.decay[i, 1]))
         for weights in self.weights:
             out += weights.tobytes()
         return bytes(out)
@@ -213,18 +237,58 @@ class _Plan:
 
         family = constriction.stream.model.Categorical(perfect=False)
         encoder = constriction.stream.queue.RangeEncoder()
-        tables = [residual_tables(decay_bytes(*self.decay[p]), int(self.rmin[p]), int(self.rmax[p])) for p in range(len(self.symbols))]
-        for y in range(self.symbols.shape[1]):
-            for p in range(len(self.symbols)):
-                encoder.encode((self.residuals[p, y] - self.rmin[p]).astype(np.int32), family, tables[p][self.bins[p, y]])
+        tables = [residual_tables(decay_bytes(*self.decay[i]), int(self.rmin[i]), int(self.rmax[i])) for i, _, _ in self._planes()]
+        first = 0
+        for residuals, bins in zip(self.residuals, self.bins):
+            for y in range(residuals.shape[1]):
+                for p in range(len(residuals)):
+                    encoder.encode((residuals[p, y] - self.rmin[first + p]).astype(np.int32), family, tables[first + p][bins[p, y]])
+            first += len(residuals)
         return encoder.get_compressed().astype("<u4").tobytes()
 
 
-def plane_steps(step_q: int, gain_q: int, transform: int, count: int) -> np.ndarray:
-    steps = np.full(count, step_q / STEP_SCALE, dtype=np.float64)
-    if transform == TRANSFORM_HAAR:
-        steps[count // 4 :] *= gain_q / GAIN_SCALE
-    return steps
+def group_shapes(shape: tuple[int, int, int], levels: int) -> list[tuple[int, int, int]]:
+    """Shapes of the coded groups, coarsest first: one group per level plus the top approximation."""
+    channels, height, width = shape
+    if levels == 0:
+        return [shape]
+    half = (channels, (height + 1) // 2, (width + 1) // 2)
+    if levels == 1:
+        return [(4 * channels, half[1], half[2])]
+    return group_shapes(half, levels - 1) + [(3 * channels, half[1], half[2])]
+
+
+def decompose(latents: np.ndarray, levels: int) -> list[np.ndarray]:
+    """Groups of planes, coarsest first: [approximation + coarsest details, ..., finest details]."""
+    if levels == 0:
+        return [latents]
+    bands = haar_forward(latents)
+    if levels == 1:
+        return [bands]
+    channels = latents.shape[0]
+    return decompose(bands[:channels], levels - 1) + [bands[channels:]]
+
+
+def recompose(groups: list[np.ndarray], shape: tuple[int, int, int], levels: int) -> np.ndarray:
+    if levels == 0:
+        return groups[0]
+    if levels == 1:
+        return haar_inverse(groups[0], shape)
+    channels, height, width = shape
+    approximation = recompose(groups[:-1], (channels, (height + 1) // 2, (width + 1) // 2), levels - 1)
+    return haar_inverse(np.concatenate([approximation, groups[-1]]), shape)
+
+
+def group_steps(step_q: int, gains_q: tuple[int, int], levels: int, channels: int) -> list[np.ndarray]:
+    """Per group, the step of each plane: the base step, times the gain of the plane's detail level
+    (gains_q[0] for the finest details, gains_q[1] for the next level)."""
+    step = step_q / STEP_SCALE
+    fine, coarse = (g / GAIN_SCALE for g in gains_q)
+    if levels == 0:
+        return [np.full(channels, step)]
+    if levels == 1:
+        return [np.repeat([step, step * fine], [channels, 3 * channels])]
+    return [np.repeat([step, step * coarse], [channels, 3 * channels]), np.full(3 * channels, step * fine)]
 
 
 def quality_to_step(quality) -> float:
@@ -234,13 +298,15 @@ def quality_to_step(quality) -> float:
     return STEP_COARSEST * (STEP_FINEST / STEP_COARSEST) ** fraction
 
 
-def plan_for_step(latents: np.ndarray, step: float, *, band_gain: float = DEFAULT_BAND_GAIN, transform: int = TRANSFORM_HAAR) -> _Plan:
-    gain_q = int(np.clip(round(band_gain * GAIN_SCALE), 1, 255))
+def plan_for_step(latents: np.ndarray, step: float, *, band_gains: tuple[float, float] = DEFAULT_BAND_GAINS, levels: int = DEFAULT_LEVELS) -> _Plan:
+    if levels not in LEVELS:
+        raise OptionError(f"levels must be one of {LEVELS}, got {levels!r}")
+    gains_q = tuple(int(np.clip(round(g * GAIN_SCALE), 1, 255)) for g in band_gains)
     step_q = int(np.clip(round(step * STEP_SCALE), 1, 65535))
-    plan = _Plan(latents, step_q, gain_q, transform)
+    plan = _Plan(latents, step_q, gains_q, levels)
     while not plan.alphabet_ok and step_q < 65535:  # extreme latents or a tiny step: coarsen until it fits
         step_q = min(65535, step_q * 2)
-        plan = _Plan(latents, step_q, gain_q, transform)
+        plan = _Plan(latents, step_q, gains_q, levels)
     if not plan.alphabet_ok:
         raise OptionError("latents are too large to code (residual alphabet exceeds its limit at the coarsest step)")
     return plan
@@ -262,20 +328,22 @@ def _search_target(latents: np.ndarray, target_bytes: int, **options) -> _Plan:
             best, coarse = plan, middle
         else:
             fine = middle
-        if best.estimated_bytes() >= (1 - TARGET_TOLERANCE / 2) * target_bytes:
+        if best.estimated_bytes() >= _SEARCH_STOP * target_bytes:
             break
     return best
 
 
-def encode(latents: np.ndarray, *, quality: int | None = None, target_bytes: int | None = None, band_gain: float = DEFAULT_BAND_GAIN):
+def encode(latents: np.ndarray, *, quality: int | None = None, target_bytes: int | None = None,
+           band_gains: tuple[float, float] = DEFAULT_BAND_GAINS, levels: int = DEFAULT_LEVELS):
     """Latents (C, h, w) -> Encoded. quality 1..100 (default DEFAULT_QUALITY) or target_bytes."""
     from .methods import Encoded
 
     if quality is not None and target_bytes is not None:
         raise OptionError("pass quality or target_bytes, not both")
-    if not 1 / GAIN_SCALE <= band_gain <= 255 / GAIN_SCALE:
-        raise OptionError(f"band_gain must be between {1 / GAIN_SCALE} and {255 / GAIN_SCALE}, got {band_gain}")
-    options = {"band_gain": band_gain}
+    for gain in band_gains:
+        if not 1 / GAIN_SCALE <= gain <= 255 / GAIN_SCALE:
+            raise OptionError(f"band gains must be between {1 / GAIN_SCALE} and {255 / GAIN_SCALE}, got {gain}")
+    options = {"band_gains": tuple(band_gains), "levels": levels}
     if target_bytes is not None:
         if isinstance(target_bytes, bool) or not isinstance(target_bytes, (int, np.integer)) or target_bytes <= 0:
             raise OptionError(f"target_bytes must be a positive integer, got {target_bytes!r}")
@@ -287,59 +355,76 @@ def encode(latents: np.ndarray, *, quality: int | None = None, target_bytes: int
     else:
         plan = plan_for_step(latents, quality_to_step(DEFAULT_QUALITY if quality is None else quality), **options)
         payload = plan.payload()
-    return Encoded(plan.params(), payload, {"step": plan.step_q / STEP_SCALE, "band_gain": plan.gain_q / GAIN_SCALE, "clipped": 0})
+    return Encoded(plan.params(), payload, {"step": plan.step_q / STEP_SCALE, "levels": plan.levels, "clipped": 0})
 
 
 # --- decoder ----------------------------------------------------------------------------------------
-def _parse_params(params: bytes, count_for):
+def _inflate_params(params: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(params, limit + 1)
+    except zlib.error as exc:
+        raise BitstreamError(f"corrupt entropy method parameters: {exc}") from None
+    if len(raw) > limit or not inflater.eof or inflater.unused_data:
+        raise BitstreamError("corrupt entropy method parameters")
+    return raw
+
+
+def _parse_params(params: bytes, shape: tuple[int, int, int]):
     if len(params) < _GLOBAL.size:
         raise BitstreamError("entropy method parameters are truncated")
-    transform, gain_q, step_q = _GLOBAL.unpack_from(params)
-    if transform not in (TRANSFORM_NONE, TRANSFORM_HAAR) or gain_q == 0 or step_q == 0:
-        raise BitstreamError(f"entropy method parameters are invalid (transform {transform}, gain {gain_q}, step {step_q})")
-    count = count_for(transform)
-    expected = _GLOBAL.size + count * _PLANE.size + sum(n_weights(p) for p in range(count))
+    levels, fine_q, coarse_q, step_q = _GLOBAL.unpack_from(params)
+    if levels not in LEVELS or fine_q == 0 or coarse_q == 0 or step_q == 0:
+        raise BitstreamError(f"entropy method parameters are invalid (levels {levels}, gains {fine_q}/{coarse_q}, step {step_q})")
+    shapes = group_shapes(shape, levels)
+    sizes = [s[0] for s in shapes]
+    expected = _GLOBAL.size + sum(sizes) * _PLANE.size + sum(n_weights(p) for size in sizes for p in range(size))
     if len(params) != expected:
         raise BitstreamError(f"entropy method parameters: expected {expected} bytes, got {len(params)}")
-    planes = [_PLANE.unpack_from(params, _GLOBAL.size + p * _PLANE.size) for p in range(count)]
-    offset = _GLOBAL.size + count * _PLANE.size
+    planes = [_PLANE.unpack_from(params, _GLOBAL.size + i * _PLANE.size) for i in range(sum(sizes))]
+    offset = _GLOBAL.size + sum(sizes) * _PLANE.size
     weights = []
-    for p in range(count):
-        weights.append(np.frombuffer(params, dtype=np.int8, count=n_weights(p), offset=offset).astype(np.int64))
-        offset += n_weights(p)
+    for size in sizes:
+        for p in range(size):
+            weights.append(np.frombuffer(params, dtype=np.int8, count=n_weights(p), offset=offset).astype(np.int64))
+            offset += n_weights(p)
     for _, rmin, rmax, _, _ in planes:
         if rmin >= rmax or rmax - rmin + 1 > MAX_ALPHABET:
             raise BitstreamError("entropy method parameters: invalid residual range")
-    return transform, gain_q, step_q, planes, weights
+    return levels, (fine_q, coarse_q), step_q, shapes, planes, weights
 
 
 def decode(params: bytes, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     import constriction
 
-    channels, height, width = shape
-    half = ((height + 1) // 2, (width + 1) // 2)
-    transform, gain_q, step_q, planes, weights = _parse_params(params, lambda t: 4 * channels if t == TRANSFORM_HAAR else channels)
-    plane_shape = (len(planes), *half) if transform == TRANSFORM_HAAR else shape
+    channels = shape[0]
+    limit = _GLOBAL.size + max(
+        sum(s[0] for s in group_shapes(shape, levels)) * _PLANE.size + sum(n_weights(p) for s in group_shapes(shape, levels) for p in range(s[0]))
+        for levels in LEVELS
+    )
+    levels, gains_q, step_q, shapes, planes, weights = _parse_params(_inflate_params(params, limit), shape)
     if len(payload) % 4:
         raise BitstreamError("entropy payload length is not a multiple of 4")
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     family = constriction.stream.model.Categorical(perfect=False)
     tables = [residual_tables(decay_bytes(base, slope), rmin, rmax) for _, rmin, rmax, base, slope in planes]
-    symbols = np.zeros(plane_shape, dtype=np.int64)
-    residuals = np.zeros(plane_shape, dtype=np.int64)
-    for y in range(plane_shape[1]):
-        for p, (_, rmin, _, _, _) in enumerate(planes):
-            feats = features(symbols, p, y)
-            prediction = predict(feats, weights[p])
-            bins = activity_bins(feats, residuals, p, y)
-            try:
-                coded = decoder.decode(family, tables[p][bins])
-            except Exception as exc:  # constriction reports malformed data with its own exceptions
-                raise BitstreamError(f"corrupt entropy payload: {exc}") from None
-            residuals[p, y] = coded.astype(np.int64) + rmin
-            symbols[p, y] = np.clip(prediction + residuals[p, y], -SYMBOL_LIMIT, SYMBOL_LIMIT)
-    means = np.array([plane[0] for plane in planes], dtype=np.float64)[:, None, None] / MEAN_SCALE
-    values = means + symbols * plane_steps(step_q, gain_q, transform, len(planes))[:, None, None]
-    if transform == TRANSFORM_HAAR:
-        values = haar_inverse(values, shape)
-    return values.astype(np.float32)
+    groups = []
+    first = 0
+    for group_shape, group_step in zip(shapes, group_steps(step_q, gains_q, levels, channels)):
+        symbols = np.zeros(group_shape, dtype=np.int64)
+        residuals = np.zeros(group_shape, dtype=np.int64)
+        for y in range(group_shape[1]):
+            for p in range(group_shape[0]):
+                feats = features(symbols, p, y)
+                prediction = predict(feats, weights[first + p])
+                bins = activity_bins(feats, residuals, p, y)
+                try:
+                    coded = decoder.decode(family, tables[first + p][bins])
+                except Exception as exc:  # constriction reports malformed data with its own exceptions
+                    raise BitstreamError(f"corrupt entropy payload: {exc}") from None
+                residuals[p, y] = coded.astype(np.int64) + planes[first + p][1]
+                symbols[p, y] = np.clip(prediction + residuals[p, y], -SYMBOL_LIMIT, SYMBOL_LIMIT)
+        means = np.array([planes[first + p][0] for p in range(group_shape[0])], dtype=np.float64)[:, None, None] / MEAN_SCALE
+        groups.append(means + symbols * group_step[:, None, None])
+        first += group_shape[0]
+    return recompose(groups, shape, levels).astype(np.float32)

@@ -125,3 +125,19 @@ def test_speed_harness_smoke(tiny_bundle, tmp_path):
     report = json.loads((tmp_path / "s" / "speed.json").read_text())
     assert {(r["stage"], r["engine"]) for r in report["stages"]} == {(s, e) for s in ("encode", "unet", "decode") for e in ("onnxruntime", "torch")}
     assert all(r["peak_rss_mb"] > 0 and r["run_s"] for r in report["stages"])
+
+
+def test_lpips_reproduces_the_published_vaelight_figures(lpips_weights, vaelight, kodak):
+    """VAElight's README publishes the unquantized round trip on kodim01-12: 24.3 dB PSNR and
+    LPIPS-alex 0.41. These known pairs must come out the same through our metrics."""
+    from sdlite.images import load_rgb, pad_to_multiple, to_image, to_tensor
+
+    model = lp.LPIPS(lpips_weights)
+    psnrs, distances = [], []
+    for number in range(1, 13):
+        rgb = load_rgb(kodak / f"kodim{number:02d}.png")
+        decoded = np.asarray(to_image(vaelight.decode(vaelight.encode(to_tensor(pad_to_multiple(rgb, 8)))), rgb.shape[1], rgb.shape[0]))
+        psnrs.append(metrics.psnr(rgb, decoded))
+        distances.append(model(rgb, decoded))
+    assert np.mean(psnrs) == pytest.approx(24.3, abs=0.05)
+    assert np.mean(distances) == pytest.approx(0.41, abs=0.005)

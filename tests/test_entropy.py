@@ -18,10 +18,14 @@ def _latents(shape=(4, 12, 18), seed=0):
     return (smooth + rng.normal(0, 1.5, shape)).astype(np.float32)
 
 
-def _symbols_of(plan):
-    planes = plan.symbols
-    steps = entropy.plane_steps(plan.step_q, plan.gain_q, plan.transform, len(planes))[:, None, None]
-    return (plan.means_q / entropy.MEAN_SCALE)[:, None, None] + planes * steps
+def _reconstruction_of(plan):
+    steps = entropy.group_steps(plan.step_q, plan.gains_q, plan.levels, plan.shape[0])
+    groups, first = [], 0
+    for symbols, group_step in zip(plan.symbols, steps):
+        means = np.array(plan.means_q[first : first + len(symbols)], dtype=np.float64)[:, None, None] / entropy.MEAN_SCALE
+        groups.append(means + symbols * group_step[:, None, None])
+        first += len(symbols)
+    return entropy.recompose(groups, plan.shape, plan.levels)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -29,29 +33,29 @@ def _symbols_of(plan):
     latents=hnp.arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 9), st.integers(1, 9)),
                        elements=st.floats(-40, 40, width=32)),
     step=st.floats(0.05, 8.0),
-    transform=st.sampled_from([entropy.TRANSFORM_NONE, entropy.TRANSFORM_HAAR]),
+    levels=st.sampled_from(entropy.LEVELS),
 )
-def test_symbols_round_trip_exactly(latents, step, transform):
-    plan = entropy.plan_for_step(latents, step, transform=transform)
+def test_symbols_round_trip_exactly(latents, step, levels):
+    plan = entropy.plan_for_step(latents, step, levels=levels)
     decoded = entropy.decode(plan.params(), plan.payload(), latents.shape)
-    expected = _symbols_of(plan)
-    if transform == entropy.TRANSFORM_HAAR:
-        expected = entropy.haar_inverse(expected, latents.shape)
     assert decoded.shape == latents.shape
-    assert np.array_equal(decoded, expected.astype(np.float32))
+    assert np.array_equal(decoded, _reconstruction_of(plan).astype(np.float32))
 
 
-def test_haar_is_invertible_for_odd_sizes():
+@pytest.mark.parametrize("levels", entropy.LEVELS)
+def test_transform_is_invertible_for_odd_sizes(levels):
     z = _latents((3, 7, 11)).astype(np.float64)
-    assert np.allclose(entropy.haar_inverse(entropy.haar_forward(z), z.shape), z)
+    groups = entropy.decompose(z, levels)
+    assert [g.shape for g in groups] == entropy.group_shapes(z.shape, levels)
+    assert np.allclose(entropy.recompose(groups, z.shape, levels), z)
 
 
 def test_error_is_bounded_by_the_step():
     z = _latents()
     data = compress_latents(z, model_id=MODEL_ID, method="entropy", quality=90)
     back = decompress_latents(data)[0]
-    step = entropy.quality_to_step(90) * entropy.DEFAULT_BAND_GAIN
-    assert np.max(np.abs(back - z)) <= 2 * step  # haar: each pixel mixes four half-step errors
+    step = entropy.quality_to_step(90) * max(entropy.DEFAULT_BAND_GAINS)
+    assert np.max(np.abs(back - z)) <= 4 * step  # two Haar levels: each value mixes 16 half-step errors
     assert info(data)["method"] == "entropy"
 
 

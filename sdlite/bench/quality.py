@@ -24,6 +24,17 @@ ENTROPY = "sdlite entropy"
 CROP = 256
 
 
+def codec_fingerprint() -> str:
+    """Hash of the sdlite sources that shape its streams: cached sdlite rows are reused only while it holds."""
+    import hashlib
+
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for name in ("codec.py", "methods.py", "entropy.py", "palette.py", "quantize.py", "images.py", "bitstream.py"):
+        digest.update((package / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 class _Cache:
     def __init__(self, path: Path, model_id: str):
         self.path = path
@@ -33,11 +44,17 @@ class _Cache:
             if saved.get("model_id") == model_id:
                 self.rows = {r["key"]: r for r in saved["rows"]}
         self.model_id = model_id
+        self.fingerprint = codec_fingerprint()
 
     def get(self, key):
-        return self.rows.get(key)
+        row = self.rows.get(key)
+        if row is not None and row["codec"] in (PALETTE, ENTROPY) and row.get("fingerprint") != self.fingerprint:
+            return None  # sdlite changed since this row was measured
+        return row
 
     def put(self, row: dict) -> dict:
+        if row["codec"] in (PALETTE, ENTROPY):
+            row["fingerprint"] = self.fingerprint
         self.rows[row["key"]] = row
         self.path.write_text(json.dumps({"model_id": self.model_id, "rows": list(self.rows.values())}, indent=1))
         return row
