@@ -43,7 +43,8 @@ def main(argv=None) -> int:
         if args.command == "install-size":
             from . import install_size
 
-            return install_size.main(args.out)
+            print(install_size.run(args.out))
+            return 0
         if args.command == "quality":
             from . import quality
             from .lpips import LPIPS, load_weights
@@ -58,7 +59,8 @@ def main(argv=None) -> int:
             return 0
         from . import speed
 
-        return speed.main(args)
+        print(speed.run(args))
+        return 0
     except SdliteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

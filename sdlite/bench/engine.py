@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     parser = stage_parser("python -m sdlite.bench.engine", __doc__, "--bundle", "sdlite bundle")
     parser.add_argument("--providers", nargs="+")
     args = parser.parse_args(argv)
-    print(json.dumps(run_stage(args.bundle, args.stage, args.size, args.threads, args.repeats, args.providers)))
+    sys.stdout.write(json.dumps(run_stage(args.bundle, args.stage, args.size, args.threads, args.repeats, args.providers)) + "\n")
     return 0
 
 

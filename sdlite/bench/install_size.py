@@ -29,10 +29,10 @@ def measure(project: Path) -> dict:
         return {"venv_bytes": _size(venv) - empty, "packages": dict(sorted(packages.items(), key=lambda kv: -kv[1])), "freeze": frozen}
 
 
-def main(out: str) -> int:
+def run(out: str) -> str:
+    """Measure, write install_size.json into out, and return a one-line summary."""
     report = measure(Path(__file__).resolve().parents[2])
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "install_size.json").write_text(json.dumps(report, indent=1))
     top = ", ".join(f"{name} {size / 1e6:.0f} MB" for name, size in list(report["packages"].items())[:6])
-    print(f"runtime-only install: {report['venv_bytes'] / 1e6:.0f} MB added to a new venv ({top}); {' '.join(report['freeze'])}")
-    return 0
+    return f"runtime-only install: {report['venv_bytes'] / 1e6:.0f} MB added to a new venv ({top}); {' '.join(report['freeze'])}"

@@ -47,7 +47,8 @@ def codec_maths(size: int, repeats: int) -> dict:
     return out
 
 
-def main(args) -> int:
+def run(args) -> str:
+    """Run the benchmark; write speed.json and speed.md into args.out; return the markdown."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     root = str(Path(__file__).resolve().parents[2])
@@ -80,5 +81,4 @@ def main(args) -> int:
     lines += ["", f"`import sdlite`: {report['import_sdlite_s'] * 1000:.0f} ms. Codec maths on a {args.size // 8}x{args.size // 8}x4 latent: "
               + ", ".join(f"{m} encode {v['encode_s'] * 1000:.0f} ms / decode {v['decode_s'] * 1000:.0f} ms" for m, v in maths.items())]
     (out / "speed.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines)
