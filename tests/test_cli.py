@@ -51,3 +51,13 @@ def test_exit_codes(tmp_path, capsys, monkeypatch):
     bad.write_bytes(b"SDLZ garbage")
     assert main(["info", str(bad)]) == 1
     assert "truncated" in capsys.readouterr().err
+
+
+def test_entropy_method_with_a_byte_budget(vaelight, images, tmp_path, capsys):
+    target = tmp_path / "e.sdz"
+    assert main(["compress", str(images / "im0.png"), "-o", str(target), "--model", str(vaelight.path), "--method", "entropy", "--target-bytes", "400"]) == 0
+    assert 380 <= target.stat().st_size <= 400
+    assert main(["info", str(target)]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "entropy"
+    assert main(["compress", str(images / "im1.png"), "--model", str(vaelight.path), "--quality", "500", "--method", "entropy", "--out-dir", str(tmp_path)]) == 1
+    assert "quality must be an integer from 1 to 100" in capsys.readouterr().err

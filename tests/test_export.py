@@ -172,3 +172,13 @@ def test_fp16_export_keeps_the_vae_in_fp32(tmp_path, tiny_bundle, photo):
     assert half.session("unet").get_inputs()[0].type == "tensor(float16)"
     data = compress(photo, model=load_model(tiny_bundle))
     assert decompress(data, model=half).size == (70, 45)
+
+
+def test_vae_swap_from_a_local_folder(tmp_path, tiny_bundle):
+    from export import export_bundle
+    from export.tiny import save_tiny_pipeline
+
+    folder = save_tiny_pipeline(tmp_path / "pipeline")
+    manifest = export_bundle(tmp_path / "swapped", model=str(folder), vae=str(folder), components=["vae_encoder", "vae_decoder"])
+    assert manifest["source"]["vae"] == str(folder)
+    assert manifest["model_id"] == json.loads((tiny_bundle / "manifest.json").read_text())["model_id"]  # same VAE weights
