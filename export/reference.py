@@ -12,46 +12,61 @@ import sys
 import time
 
 
-def run_stage(pipeline: str, stage: str, size: int, threads: int, repeats: int) -> dict:
+def run_stage(pipeline: str, stage: str, size: int, threads: int, repeats: int, device: str = "cpu", dtype: str = "fp32") -> dict:
+    """dtype fp16 applies to the U-Net only (as in the ONNX export: fp16 SD VAEs overflow)."""
     import numpy as np
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     torch.set_num_threads(threads)
+    half = stage == "unet" and dtype == "fp16"
+    torch_dtype = torch.float16 if half else torch.float32
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
     rng = np.random.default_rng(0)
     started = time.perf_counter()
     if stage == "unet":
         model = UNet2DConditionModel.from_pretrained(pipeline, subfolder="unet").eval()
     else:
         model = AutoencoderKL.from_pretrained(pipeline, subfolder="vae").eval()
+    model = model.to(device=device, dtype=torch_dtype)
+    sync()
     load = time.perf_counter() - started
     latent = size // 8
     if stage == "encode":
-        x = torch.from_numpy(rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32))
+        x = torch.from_numpy(rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32)).to(device)
         call = lambda: model.encode(x).latent_dist.mean  # noqa: E731
     elif stage == "decode":
-        z = torch.from_numpy(rng.normal(0, 5, (1, 4, latent, latent)).astype(np.float32))
+        z = torch.from_numpy(rng.normal(0, 5, (1, 4, latent, latent)).astype(np.float32)).to(device)
         call = lambda: model.decode(z).sample  # noqa: E731
     else:
-        sample = torch.from_numpy(rng.normal(0, 1, (1, 4, latent, latent)).astype(np.float32))
-        text = torch.from_numpy(rng.normal(0, 1, (1, 77, model.config.cross_attention_dim)).astype(np.float32))
-        call = lambda: model(sample, torch.tensor(40.0), encoder_hidden_states=text).sample  # noqa: E731
+        sample = torch.from_numpy(rng.normal(0, 1, (1, 4, latent, latent)).astype(np.float32)).to(device, torch_dtype)
+        text = torch.from_numpy(rng.normal(0, 1, (1, 77, model.config.cross_attention_dim)).astype(np.float32)).to(device, torch_dtype)
+        call = lambda: model(sample, torch.tensor(40.0, device=device), encoder_hidden_states=text).sample  # noqa: E731
     times = []
     with torch.no_grad():
         call()  # warm-up
+        sync()
         for _ in range(repeats):
             t0 = time.perf_counter()
             call()
+            sync()
             times.append(time.perf_counter() - t0)
-    return {"engine": "torch", "stage": stage, "load_s": load, "run_s": times,
+    return {"engine": "torch", "stage": stage, "load_s": load, "run_s": times, "device": device, "dtype": "fp16" if half else "fp32",
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__}
 
 
 def main(argv=None) -> int:
     from sdlite.bench.engine import stage_parser
 
-    args = stage_parser("python -m export.reference", __doc__, "--pipeline", "diffusers folder").parse_args(argv)
-    print(json.dumps(run_stage(args.pipeline, args.stage, args.size, args.threads, args.repeats)))
+    parser = stage_parser("python -m export.reference", __doc__, "--pipeline", "diffusers folder")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="fp16 applies to the U-Net only")
+    args = parser.parse_args(argv)
+    print(json.dumps(run_stage(args.pipeline, args.stage, args.size, args.threads, args.repeats, args.device, args.dtype)))
     return 0
 
 

@@ -141,3 +141,26 @@ def test_lpips_reproduces_the_published_vaelight_figures(lpips_weights, vaelight
         distances.append(model(rgb, decoded))
     assert np.mean(psnrs) == pytest.approx(24.3, abs=0.05)
     assert np.mean(distances) == pytest.approx(0.41, abs=0.005)
+
+
+def test_device_wheel_parts_join_and_are_checked(tmp_path):
+    import hashlib
+
+    from sdlite.bench import device
+
+    data = bytes(range(256)) * 1000
+    parts, wheels = tmp_path / "parts", tmp_path / "py"
+    parts.mkdir()
+    wheels.mkdir()
+    name = "onnxruntime_gpu-1.0-cp312-cp312-manylinux_2_28_x86_64.whl"
+    for i in range(3):
+        (parts / f"{name}.part{i + 1:02d}").write_bytes(data[i * 100_000 : (i + 1) * 100_000])
+    (wheels / f"{name}.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  3\n")
+    joined = device.join_wheel(parts, wheels)
+    assert joined.read_bytes() == data and joined.parent == parts
+    (parts / f"{name}.part02").write_bytes(b"tampered")
+    with pytest.raises(SystemExit, match="sha256 mismatch"):
+        device.join_wheel(parts, wheels)
+    (parts / f"{name}.part03").unlink()
+    with pytest.raises(SystemExit, match="expected 3 parts"):
+        device.join_wheel(parts, wheels)

@@ -30,8 +30,18 @@ def main(argv=None) -> int:
     s.add_argument("--repeats", type=int, default=1, help="timed runs per stage after one warm-up (default %(default)s)")
     s.add_argument("--threads", type=int, default=2, help="threads for both engines (default %(default)s)")
     s.add_argument("--out", default="bench-out/speed", help="output folder (default %(default)s)")
+    s.add_argument("--providers", nargs="+", help="onnxruntime providers (default: CUDA if available, else CPU)")
+    s.add_argument("--torch-device", default="cpu", help="device of the PyTorch reference, e.g. cuda (default %(default)s)")
+    s.add_argument("--torch-dtype", choices=["fp32", "fp16"], default="fp32", help="U-Net dtype of the PyTorch reference (match the bundle's --dtype)")
     i = sub.add_parser("install-size", help="disk size of a fresh runtime-only install (new venv, pip install .)")
     i.add_argument("--out", default="bench-out/speed", help="output folder (default %(default)s)")
+    w = sub.add_parser("device-wheels", help="download and split the wheels a GPU device run must carry")
+    w.add_argument("--out", default=".whl", help="folder to fill (default %(default)s; keep it git-excluded)")
+    d = sub.add_parser("device-install", help="on the device: join onnxruntime-gpu's parts and install the carried wheels")
+    d.add_argument("--parts", default="/tmp/ortparts", help="where the onnxruntime-gpu parts were copied (default %(default)s)")
+    d.add_argument("--wheels", default=".whl/py", help="the carried python wheels (default %(default)s)")
+    d.add_argument("--target", default="/tmp/site", help="install target; put it first on PYTHONPATH (default %(default)s)")
+    d.add_argument("--dry-run", action="store_true", help="join and check only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -39,6 +49,18 @@ def main(argv=None) -> int:
             from .lpips import fetch_weights
 
             print(fetch_weights(Path(args.to) if args.to else None))
+            return 0
+        if args.command == "device-wheels":
+            from . import device
+
+            for folder in device.prepare(Path(args.out)):
+                print(folder)
+            return 0
+        if args.command == "device-install":
+            from . import device
+
+            for path in device.install(Path(args.parts), Path(args.wheels), Path(args.target), dry_run=args.dry_run):
+                print(path)
             return 0
         if args.command == "install-size":
             from . import install_size

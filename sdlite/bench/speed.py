@@ -55,10 +55,12 @@ def run(args) -> str:
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     common = ["--size", str(args.size), "--threads", str(args.threads), "--repeats", str(args.repeats)]
+    ort_extra = ["--providers", *args.providers] if args.providers else []
+    torch_extra = ["--device", args.torch_device, "--dtype", args.torch_dtype]
     rows = []
     for stage in STAGES:
-        for engine, module, source in (("onnxruntime", "sdlite.bench.engine", ["--bundle", args.bundle]),
-                                       ("torch", "export.reference", ["--pipeline", args.pipeline])):
+        for engine, module, source in (("onnxruntime", "sdlite.bench.engine", ["--bundle", args.bundle, *ort_extra]),
+                                       ("torch", "export.reference", ["--pipeline", args.pipeline, *torch_extra])):
             sys.stderr.write(f"{stage} on {engine} ...\n")
             row = _subprocess_json(["-m", module, *source, "--stage", stage, *common], env)
             sys.stderr.write(f"  {np.min(row['run_s']):.2f} s, load {row['load_s']:.2f} s, peak RSS {row['peak_rss_mb']:.0f} MB\n")
@@ -69,7 +71,9 @@ def run(args) -> str:
         "import_sdlite_s": import_time(env), "codec_maths": codec_maths(args.size, max(3, args.repeats)), "stages": rows,
     }
     (out / "speed.json").write_text(json.dumps(report, indent=1))
-    lines = [f"Image {args.size}x{args.size}, {args.threads} threads, best of {args.repeats} after a warm-up.", "",
+    ort_providers = next(r for r in rows if r["engine"] == "onnxruntime")["providers"]
+    lines = [f"Image {args.size}x{args.size}, {args.threads} threads, best of {args.repeats} after a warm-up; "
+             f"onnxruntime on {ort_providers[0]}, torch on {args.torch_device} ({args.torch_dtype} U-Net).", "",
              "| stage | onnxruntime s | torch s | torch / ORT | ORT load s | torch load s | ORT peak RSS MB | torch peak RSS MB |",
              "|---|---|---|---|---|---|---|---|"]
     for stage in STAGES:
