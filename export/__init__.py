@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .bundle import DEFAULT_OPSET, convert, install, write_extras, write_manifest
+from .bundle import DEFAULT_OPSET, convert, install, vae_downsample_factor, write_extras, write_manifest
 from .errors import ExportError, ValidationError
 from .sources import DEFAULT_MODEL, load_components, uncond_embedding
 from .validate import validate_component
@@ -73,7 +73,7 @@ def export_bundle(
     if need_unet:
         uncond = uncond_embedding(parts["text_encoder"], parts["tokenizer"])
         parts["uncond"] = uncond
-    factor = 2 ** (len(parts["vae"].config.block_out_channels) - 1)
+    factor = vae_downsample_factor(parts["vae"])
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; a bundle is ordinary data

@@ -44,21 +44,30 @@ class _ExportPipeline:
             self.text_encoder = text_encoder
 
 
+def vae_downsample_factor(vae) -> int:
+    """Pixels per latent along each side: the VAE halves the resolution between its blocks."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def convert(parts: dict, components: list[str], folder: Path, *, opset: int, dtype: str, on_component=None) -> None:
     """Export each requested component to folder/NAME/model.onnx (+ config.json) with optimum."""
     from optimum.exporters.onnx import export_models
     from optimum.exporters.utils import get_diffusion_models_for_export
 
+    vae_exportable = None  # optimum deep-copies the VAE for each call: one call serves both VAE halves
     for name in components:
         started = time.perf_counter()
         if on_component:
             on_component(name, "start", 0.0)
         unet_fp16 = name == "unet" and dtype == "fp16"
-        unet = parts.get("unet")
-        if name == "unet" and unet_fp16:
-            unet = copy.deepcopy(unet).half()
-        pipeline = _ExportPipeline(parts["vae"], unet if name == "unet" else None, parts.get("text_encoder"))
-        exportable = get_diffusion_models_for_export(pipeline, float_dtype="fp16" if unet_fp16 else "fp32")
+        if name == "unet":
+            unet = copy.deepcopy(parts["unet"]).half() if unet_fp16 else parts["unet"]
+            pipeline = _ExportPipeline(parts["vae"], unet, parts.get("text_encoder"))
+            exportable = get_diffusion_models_for_export(pipeline, float_dtype="fp16" if unet_fp16 else "fp32")
+        else:
+            if vae_exportable is None:
+                vae_exportable = get_diffusion_models_for_export(_ExportPipeline(parts["vae"]), float_dtype="fp32")
+            exportable = vae_exportable
         export_models(
             {name: exportable[name]},
             folder,
@@ -111,7 +120,7 @@ def write_manifest(folder: Path, parts: dict, components: list[str], *, source: 
         "scaling_factor": float(vae_config.scaling_factor),
         "shift_factor": getattr(vae_config, "shift_factor", None),
         "latent_channels": int(vae_config.latent_channels),
-        "downsample_factor": 2 ** (len(vae_config.block_out_channels) - 1),
+        "downsample_factor": vae_downsample_factor(parts["vae"]),
         "opset": opset,
         "dtype": dtype,
         "uncond_embedding": UNCOND_FILE if "unet" in components else None,

@@ -40,7 +40,7 @@ def _load(loader, source: str, what: str, **kwargs):
     local = Path(source).exists()
     try:
         return loader(source, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         if local:
             raise ExportError(f"cannot load the {what} from {source}: {_first_line(exc)}") from None
         if kwargs.get("local_files_only"):

@@ -116,6 +116,19 @@ def unpack(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple
     return header, data[offset : offset + payload_len]
 
 
+def inflate_bounded(data: bytes, limit: int, what: str) -> bytes:
+    """zlib-inflate at most `limit` bytes in one pass; more, less than a whole stream, trailing bytes or
+    corrupt data raise BitstreamError naming `what` (so a crafted stream cannot inflate without bound)."""
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise BitstreamError(f"corrupt {what}: {exc}") from None
+    if len(raw) > limit or not inflater.eof or inflater.unused_data:
+        raise BitstreamError(f"corrupt {what}: not a complete deflate stream of at most {limit} bytes")
+    return raw
+
+
 def validate_geometry(header: Header, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
     channels, latent_h, latent_w = header.latent_shape
     if header.factor < 1:

@@ -83,10 +83,10 @@ def _cmd_compress(args) -> int:
     model = load_model(args.model, providers=args.providers, threads=args.threads)
 
     def work(source: Path, target: Path):
-        data = compress(source, model=model, method=args.method, target_bytes=args.target_bytes, quality=args.quality)
+        stats: dict = {}
+        data = compress(source, model=model, method=args.method, target_bytes=args.target_bytes, quality=args.quality, stats=stats)
         target.write_bytes(data)
-        header = info(data)
-        return source.stat().st_size, len(data), header["width"] * header["height"], len(data)
+        return source.stat().st_size, len(data), stats["width"] * stats["height"], len(data)
 
     return _run_batch(files, targets, work, args)
 

@@ -72,7 +72,7 @@ def compress_latents(
     bitstream.validate_geometry(header, max_pixels=None)
     data = bitstream.pack(header, encoded.payload)
     if stats is not None:
-        stats.update(encoded.stats, bytes=len(data), bpp=8 * len(data) / (width * height))
+        stats.update(encoded.stats, bytes=len(data), width=width, height=height, bpp=8 * len(data) / (width * height))
     return data
 
 
@@ -92,8 +92,8 @@ def compress(
     """Compress an image (PIL image, uint8/uint16 array, path, or image-file bytes) to .sdz bytes.
 
     method: 'palette' (the seed method: 8-bit latents, 256-colour dithered palette, deflate) or
-    'entropy' (per-channel quantization + context-modelled range coding; takes target_bytes or
-    quality 1..100). stats: pass a dict to receive figures such as the count of clipped latents."""
+    'entropy' (Haar bands, per-band quantization, context-modelled range coding; takes target_bytes
+    or quality 1..100). stats: pass a dict to receive figures such as the count of clipped latents."""
     started = time.perf_counter()
     loaded = load_model(model, providers=providers, threads=threads)
     rgb = images.load_rgb(image, max_pixels=max_pixels)

@@ -30,7 +30,7 @@ import zlib
 
 import numpy as np
 
-from .bitstream import CONTAINER_OVERHEAD
+from .bitstream import CONTAINER_OVERHEAD, inflate_bounded
 from .errors import BitstreamError, OptionError
 
 LEVELS = (0, 1, 2)  # Haar decomposition levels the stream may use
@@ -359,17 +359,6 @@ def encode(latents: np.ndarray, *, quality: int | None = None, target_bytes: int
 
 
 # --- decoder ----------------------------------------------------------------------------------------
-def _inflate_params(params: bytes, limit: int) -> bytes:
-    inflater = zlib.decompressobj()
-    try:
-        raw = inflater.decompress(params, limit + 1)
-    except zlib.error as exc:
-        raise BitstreamError(f"corrupt entropy method parameters: {exc}") from None
-    if len(raw) > limit or not inflater.eof or inflater.unused_data:
-        raise BitstreamError("corrupt entropy method parameters")
-    return raw
-
-
 def _parse_params(params: bytes, shape: tuple[int, int, int]):
     if len(params) < _GLOBAL.size:
         raise BitstreamError("entropy method parameters are truncated")
@@ -402,7 +391,7 @@ def decode(params: bytes, payload: bytes, shape: tuple[int, int, int]) -> np.nda
         sum(s[0] for s in group_shapes(shape, levels)) * _PLANE.size + sum(n_weights(p) for s in group_shapes(shape, levels) for p in range(s[0]))
         for levels in LEVELS
     )
-    levels, gains_q, step_q, shapes, planes, weights = _parse_params(_inflate_params(params, limit), shape)
+    levels, gains_q, step_q, shapes, planes, weights = _parse_params(inflate_bounded(params, limit, "entropy method parameters"), shape)
     if len(payload) % 4:
         raise BitstreamError("entropy payload length is not a multiple of 4")
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import palette as _palette
+from .bitstream import inflate_bounded
 from .errors import BitstreamError, OptionError
 from .quantize import SEED_OFFSET, SEED_STEP, dequantize, quantize
 
@@ -51,18 +52,6 @@ def palette_encode(latents: np.ndarray, *, dither: float = 1.0) -> Encoded:
     return Encoded(params, zlib.compress(raw, ZLIB_LEVEL), {"clipped": quantized.clipped, "palette_size": len(palette)})
 
 
-def _inflate_exact(payload: bytes, expected: int) -> bytes:
-    """Inflate at most `expected` bytes; anything else (short, long, corrupt) is a BitstreamError."""
-    inflater = zlib.decompressobj()
-    try:
-        raw = inflater.decompress(payload, expected)
-    except zlib.error as exc:
-        raise BitstreamError(f"corrupt payload: {exc}") from None
-    if len(raw) != expected or inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
-        raise BitstreamError(f"corrupt payload: expected {expected} bytes of palette data")
-    return raw
-
-
 def palette_decode(params: bytes, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     if len(params) != _PALETTE_PARAMS.size:
         raise BitstreamError("palette method parameters have the wrong length")
@@ -70,17 +59,10 @@ def palette_decode(params: bytes, payload: bytes, shape: tuple[int, int, int]) -
     if step_micro == 0:
         raise BitstreamError("palette quantization step is zero")
     channels, height, width = shape
-    if not payload:
-        raise BitstreamError("empty payload")
-    inflater = zlib.decompressobj()
-    try:
-        first = inflater.decompress(payload, 1)
-    except zlib.error as exc:
-        raise BitstreamError(f"corrupt payload: {exc}") from None
-    if len(first) != 1:
-        raise BitstreamError("corrupt payload: no palette size")
-    entries = first[0] + 1
-    raw = _inflate_exact(payload, 1 + entries * channels + height * width)
+    raw = inflate_bounded(payload, 1 + 256 * channels + height * width, "payload")
+    entries = raw[0] + 1 if raw else 0
+    if not raw or len(raw) != 1 + entries * channels + height * width:
+        raise BitstreamError(f"corrupt payload: {len(raw)} bytes of palette data do not fit a {height}x{width} latent")
     palette = np.frombuffer(raw, dtype=np.uint8, count=entries * channels, offset=1).reshape(entries, channels)
     indices = np.frombuffer(raw, dtype=np.uint8, offset=1 + entries * channels).reshape(height, width)
     if int(indices.max(initial=0)) >= entries:

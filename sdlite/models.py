@@ -3,6 +3,7 @@ id that bitstreams carry, and the encoder / decoder / U-Net calls on top of cach
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -241,7 +242,7 @@ class Model:
             self._scheduler = DDIM.from_config(config)
         return self._scheduler
 
-    @property
+    @functools.cached_property
     def unet_multiple(self) -> int:
         """Latent sides the U-Net accepts are multiples of this (2 ** downsampling blocks - 1)."""
         path = self.path / "unet" / "config.json"
