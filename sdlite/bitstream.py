@@ -30,7 +30,10 @@ from dataclasses import dataclass
 from .errors import BitstreamError
 
 MAGIC = b"SDLZ"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 held the entropy method's first context model (no longer decodable; sdlite.methods says
+so); its palette streams are the same as version 2's."""
 MODEL_ID_BYTES = 8
 MAX_SIDE = 65535 * 8
 """Largest width or height the header can describe (latent sides are 16-bit)."""
@@ -94,8 +97,8 @@ def unpack(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple
     if len(data) < minimum:
         raise BitstreamError(f"truncated stream: {len(data)} bytes, a header alone needs {minimum}")
     version = data[4]
-    if version != FORMAT_VERSION:
-        raise BitstreamError(f"unsupported format version {version}; this sdlite reads version {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise BitstreamError(f"unsupported format version {version}; this sdlite reads versions {READABLE_VERSIONS}")
     (stored_crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
     if zlib.crc32(data[: -_CRC.size]) != stored_crc:
         raise BitstreamError("integrity check failed (CRC-32 mismatch): the stream is corrupt or truncated")

@@ -15,7 +15,7 @@ from .scheduler import DEFAULT_STEPS, DEFAULT_STRENGTH
 
 log = logging.getLogger("sdlite")
 
-DEFAULT_METHOD = "palette"
+DEFAULT_METHOD = "entropy"  # beats the palette at its bytes on every metric (BENCHMARKS.md)
 
 
 def _method_options(method: int, dither, target_bytes, quality) -> dict:
@@ -91,9 +91,10 @@ def compress(
 ) -> bytes:
     """Compress an image (PIL image, uint8/uint16 array, path, or image-file bytes) to .sdz bytes.
 
-    method: 'palette' (the seed method: 8-bit latents, 256-colour dithered palette, deflate) or
-    'entropy' (Haar bands, per-band quantization, context-modelled range coding; takes target_bytes
-    or quality 1..100). stats: pass a dict to receive figures such as the count of clipped latents."""
+    method: 'entropy' (the default: Haar bands, per-band quantization, context-modelled range coding;
+    takes target_bytes or quality 1..100, default quality 50) or 'palette' (the seed method: 8-bit
+    latents, 256-colour dithered palette, deflate; fixed rate, takes dither). stats: pass a dict to
+    receive figures such as the count of clipped latents."""
     started = time.perf_counter()
     loaded = load_model(model, providers=providers, threads=threads)
     rgb = images.load_rgb(image, max_pixels=max_pixels)
@@ -113,7 +114,7 @@ def compress(
 def decompress_latents(data: bytes, *, max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS) -> np.ndarray:
     """.sdz bytes -> raw latents (1, C, h, w) float32, without any model."""
     header, payload = bitstream.unpack(data, max_pixels=max_pixels)
-    return methods.decode(header.method, header.params, payload, header.latent_shape)[None]
+    return methods.decode(header.method, header.params, payload, header.latent_shape, header.version)[None]
 
 
 def decompress(
@@ -141,7 +142,7 @@ def decompress(
         )
     if header.latent_shape[0] != loaded.latent_channels:
         raise ModelMismatchError(f"stream has {header.latent_shape[0]} latent channels, the model {loaded.latent_channels}")
-    latents = methods.decode(header.method, header.params, payload, header.latent_shape)[None]
+    latents = methods.decode(header.method, header.params, payload, header.latent_shape, header.version)[None]
     if denoise is None:
         denoise = loaded.has_unet
     if denoise:

@@ -2,29 +2,33 @@
 
 Encoding a raw latent z of shape (C, h, w):
 
-1. Transform: a one-level (DEFAULT_LEVELS; 0 to 2 allowed) orthonormal 2-D Haar decomposition of each channel (sides padded to even by
-   edge replication at each level). The VAE decoder is less sensitive to high-frequency latent error
-   (measured with VAElight: 2-4x), so detail bands get coarser steps: step * gain per level
-   (DEFAULT_BAND_GAINS). Planes are coded in groups, coarsest first: the level-2 group (approximation
-   of every channel, then its LH, HL, HH bands), then the level-1 details. 0 or 1 levels are allowed.
+1. Transform: a one-level (DEFAULT_LEVELS; 0 to 2 allowed) orthonormal 2-D Haar decomposition of
+   each channel (sides padded to even by edge replication at each level). The VAE decoder is less
+   sensitive to high-frequency latent error (measured with VAElight: 2-4x), so detail bands get
+   coarser steps: step * gain per level (DEFAULT_BAND_GAINS). Planes are coded in groups, coarsest
+   first: with two levels, the level-2 group (approximation of every channel, then its LH, HL, HH
+   bands), then the level-1 details.
 2. Symbols s[p] = round((plane[p] - mean_p) / step_p); means, step and gains are integers in the
    stream (MEAN_SCALE, STEP_SCALE, GAIN_SCALE units). The step follows the rate target.
-3. Within a group, planes are coded row by row and, within a row, plane by plane. A symbol's
-   prediction is an integer linear combination (WEIGHT_SCALE units, least squares per image) of
-   already decoded neighbours: the two rows above in its plane, and the same and previous row of up to
-   MAX_CROSS earlier planes of its group. The residual r = s - prediction is coded.
-4. The residual's probability model is a two-sided geometric distribution whose decay byte depends on
-   the plane and on an activity bin (local gradients and nearby residual sizes), as
-   clip(base_p + slope_p * bin): two bytes per plane. Frequency tables come from integer arithmetic.
-   The side information (plane headers, weights) is deflated.
+3. Within a group, each plane is coded by wavefronts t = x + 2y (each front one batched call into the
+   range coder), and within a front plane by plane, so that every neighbour a context needs is
+   already decoded. A symbol's prediction is an integer linear combination (WEIGHT_SCALE units, least
+   squares per plane and image) of its plane's N, NW, NE, NN, W and WW symbols and of the same
+   position in up to MAX_CROSS earlier planes of its group. It is kept to 1/FRACTIONS of a symbol:
+   the residual r = s - floor(prediction) is coded with the fraction as context.
+4. The residual's probability model is a two-sided geometric distribution centred on the exact
+   (fractional) prediction. Its decay byte depends on the plane and on an activity bin (local
+   gradients and the residual sizes at N, W and in the previous plane), as clip(base_p + slope_p * bin):
+   two bytes per plane. Frequency tables come from integer arithmetic. The side information (plane
+   headers, weights) is deflated.
 
 Everything the decoder's model depends on is integer data from the stream and integer maths, so the
-decoder's probabilities are bit-identical on every machine and thread count. Each row of a plane is
-one batched call into constriction's range coder.
+decoder's probabilities are bit-identical on every machine and thread count.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 
@@ -40,11 +44,13 @@ STEP_SCALE = 1024  # base step: uint16 in 1/1024 raw-latent units (1/1024 .. 64)
 GAIN_SCALE = 16  # high-band step multiplier: uint8 in 1/16 units
 DEFAULT_BAND_GAINS = (1.75, 1.3)  # finest details, next level: measured on VAElight + Kodak (BENCHMARKS.md)
 WEIGHT_SCALE = 32  # predictor weights: int8 in 1/32 units (-4 .. +3.97)
-MAX_CROSS = 2  # earlier planes a prediction may look at
-SPATIAL_FEATURES = 4  # N, NW, NE, NN
+MAX_CROSS = 3  # earlier planes of the group a prediction looks at (same position)
+SPATIAL_FEATURES = 6  # N, NW, NE, NN, W, WW
+FRACTIONS = 8  # predictions keep 1/8 of a symbol; the residual model is centred on them
 ACTIVITY_THRESHOLDS = np.array([1, 2, 3, 4, 6, 8, 11, 15, 20, 28, 40], dtype=np.int64)
 N_BINS = len(ACTIVITY_THRESHOLDS) + 1
-TABLE_ONE = 1 << 20  # frequency of residual 0 before normalisation
+TABLE_ONE = 1 << 20  # frequency at distance 0 from the prediction before normalisation
+THETA_BITS = 24  # decay numerators are in 1/2**24 units
 MAX_ALPHABET = 4096  # residual alphabet per plane; the step is raised rather than exceed it
 SYMBOL_LIMIT = 32767  # predictions are clipped to +-this, which bounds decoding of crafted streams
 
@@ -62,25 +68,30 @@ _PLANE = struct.Struct(">hhhBB")  # mean, rmin, rmax, decay base, decay slope
 
 # --- integer probability tables ------------------------------------------------------------------
 def theta_numerator(q) -> np.ndarray:
-    """Geometric decay theta = num / 65536 from a byte q: 1 - theta = ((256 - q) / 256) ** 2."""
+    """Geometric decay per 1/FRACTIONS of a symbol, theta = num / 2**24, from a byte q:
+    1 - theta = ((256 - q) / 256) ** 3 (cubic: fine resolution for wide distributions)."""
     q = np.asarray(q, dtype=np.int64)
-    return 65536 - (256 - q) ** 2
+    return (1 << THETA_BITS) - (256 - q) ** 3
 
 
 def residual_tables(q, rmin: int, rmax: int) -> np.ndarray:
-    """Normalised float64 probabilities over residuals rmin..rmax, one row per decay byte in q.
+    """Normalised float64 probabilities, shape (len(q), FRACTIONS, rmax - rmin + 1).
 
-    The frequencies are exact integers (TABLE_ONE * theta**|r| by repeated integer multiply-shift,
-    floored at 1); dividing by their exact sum is correctly rounded IEEE arithmetic, so every machine
-    gets the same floats, which constriction quantizes deterministically."""
+    Row [i, f] models a residual r in rmin..rmax whose prediction lay f/FRACTIONS of a symbol above
+    the integer it is counted from: P(r) ~ theta**|FRACTIONS * r - f| (a two-sided geometric
+    distribution centred on the exact prediction). The frequencies are exact integers (TABLE_ONE *
+    theta**k by repeated integer multiply-shift, floored at 1); dividing by their exact sum is
+    correctly rounded IEEE arithmetic, so every machine gets the same floats, which constriction
+    quantizes deterministically."""
     num = np.atleast_1d(theta_numerator(q))
-    half = max(-rmin, rmax, 0)
-    magnitudes = np.empty((len(num), half + 1), dtype=np.int64)
+    longest = FRACTIONS * (max(-rmin, rmax, 0) + 1)
+    magnitudes = np.empty((len(num), longest + 1), dtype=np.int64)
     magnitudes[:, 0] = TABLE_ONE
-    for k in range(1, half + 1):
-        magnitudes[:, k] = (magnitudes[:, k - 1] * num) >> 16
-    freq = np.maximum(magnitudes, 1)[:, np.abs(np.arange(rmin, rmax + 1))]
-    return freq / freq.sum(axis=1, keepdims=True)
+    for k in range(1, longest + 1):
+        magnitudes[:, k] = (magnitudes[:, k - 1] * num) >> THETA_BITS
+    distance = np.abs(FRACTIONS * np.arange(rmin, rmax + 1)[None, :] - np.arange(FRACTIONS)[:, None])
+    freq = np.maximum(magnitudes, 1)[:, distance]
+    return freq / freq.sum(axis=2, keepdims=True)
 
 
 def decay_bytes(base: int, slope: int) -> np.ndarray:
@@ -109,44 +120,84 @@ def haar_inverse(planes: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
 
 # --- context model (shared by encoder and decoder) ------------------------------------------------
 def n_weights(plane: int) -> int:
-    return SPATIAL_FEATURES + 2 * min(plane, MAX_CROSS)
+    return SPATIAL_FEATURES + min(plane, MAX_CROSS)
 
 
-def features(symbols: np.ndarray, p: int, y: int) -> np.ndarray:
-    """(n_weights(p), w) int64 features of plane p, row y, from already decoded symbols only."""
-    width = symbols.shape[2]
-    zeros = np.zeros(width, np.int64)
-    above = symbols[p, y - 1] if y >= 1 else zeros
-    above2 = symbols[p, y - 2] if y >= 2 else above
-    padded = np.concatenate([above[:1], above, above[-1:]])
-    rows = [above, padded[:-2], padded[2:], above2]
-    for k in range(max(0, p - MAX_CROSS), p):
-        rows.append(symbols[k, y])
-        rows.append(symbols[k, y - 1] if y >= 1 else zeros)
-    return np.stack(rows)
+class Layout:
+    """Neighbour indices and coding order of one plane shape.
+
+    Planes are held flat with one extra cell at index `zero` that always holds 0. Coding goes by
+    wavefronts t = x + 2y, each one vectorised: every neighbour a context uses (W, WW, NW, N, NE, NN)
+    lies on an earlier wavefront. Off the plane's edge, a sideways neighbour falls back to N, NN to N,
+    and anything above the first row to 0."""
+
+    def __init__(self, height: int, width: int):
+        self.height, self.width, self.zero = height, width, height * width
+        ys, xs = np.divmod(np.arange(height * width), width)
+        here = ys * width + xs
+
+        def at(dy, dx, valid, fallback):
+            return np.where(valid, here + dy * width + dx, fallback)
+
+        north = at(-1, 0, ys >= 1, self.zero)
+        west = at(0, -1, xs >= 1, north)
+        self.spatial = np.stack([  # (SPATIAL_FEATURES, positions)
+            north,
+            at(-1, -1, (ys >= 1) & (xs >= 1), north),
+            at(-1, 1, (ys >= 1) & (xs + 1 < width), north),
+            at(-2, 0, ys >= 2, north),
+            west,
+            at(0, -2, xs >= 2, west),
+        ])
+        self.residual_neighbours = np.stack([north, at(0, -1, xs >= 1, self.zero)])  # N, W; 0 off the edge
+        self.fronts = []
+        for t in range(width + 2 * (height - 1)):
+            front_ys = np.arange(max(0, -(-(t - width + 1) // 2)), min(height - 1, t // 2) + 1)
+            self.fronts.append(front_ys * width + t - 2 * front_ys)
+
+    def empty(self, planes: int) -> np.ndarray:
+        return np.zeros((planes, self.zero + 1), dtype=np.int64)
 
 
-def predict(feats: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    acc = (weights[:, None].astype(np.int64) * feats).sum(axis=0)
-    return np.clip((acc + WEIGHT_SCALE // 2) // WEIGHT_SCALE, -SYMBOL_LIMIT, SYMBOL_LIMIT)
+def features(symbols: np.ndarray, p: int, layout: Layout, positions) -> np.ndarray:
+    """(n_weights(p), n) int64 features of plane p at flat positions, from decoded symbols only:
+    N, NW, NE, NN, W, WW in its own plane, then the same position in up to MAX_CROSS earlier planes.
+    symbols: (planes, layout.zero + 1)."""
+    rows = [symbols[p][layout.spatial[:, positions]]]
+    if p:
+        rows.append(symbols[max(0, p - MAX_CROSS):p, positions])
+    return np.concatenate(rows)
 
 
-def activity_bins(feats: np.ndarray, residuals: np.ndarray, p: int, y: int) -> np.ndarray:
-    """Context bin from local gradients and the residual sizes already decoded nearby."""
-    north, northwest, northeast, north2 = feats[:SPATIAL_FEATURES]
-    act = np.abs(north - northwest) + np.abs(northeast - north) + np.abs(north - north2)
-    if y >= 1:
-        act = act + 2 * np.abs(residuals[p, y - 1])
+def predict(feats: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction in 1/FRACTIONS of a symbol, split into (the integer below it, the fraction 0..FRACTIONS-1)."""
+    acc = weights.astype(np.int64) @ feats
+    centre = np.clip((acc * FRACTIONS + WEIGHT_SCALE // 2) // WEIGHT_SCALE, -SYMBOL_LIMIT * FRACTIONS, SYMBOL_LIMIT * FRACTIONS)
+    return centre // FRACTIONS, centre % FRACTIONS
+
+
+def activity_bins(feats: np.ndarray, residuals: np.ndarray, p: int, layout: Layout, positions) -> np.ndarray:
+    """Context bin from local gradients and the residual sizes already decoded nearby (N, W, and here in
+    the previous plane). residuals: (planes, layout.zero + 1)."""
+    north, northwest, northeast, north2, west = feats[:5]
+    act = np.abs(north - northwest) + np.abs(northeast - north) + np.abs(north - north2) + np.abs(west - northwest)
+    act += 2 * np.abs(residuals[p][layout.residual_neighbours[:, positions]]).sum(axis=0)
     if p >= 1:
-        act = act + 2 * np.abs(residuals[p - 1, y])
+        act += 2 * np.abs(residuals[p - 1][positions])
     return np.searchsorted(ACTIVITY_THRESHOLDS, act, side="right")
 
 
+@functools.lru_cache(maxsize=16)
+def _layout(height: int, width: int) -> Layout:
+    return Layout(height, width)
+
+
 # --- encoder ----------------------------------------------------------------------------------------
-def _fit_weights(symbols: np.ndarray, p: int) -> np.ndarray:
-    """Least-squares predictor for plane p, quantized to int8 (fixed-order sums: no threaded BLAS)."""
-    feats = np.concatenate([features(symbols, p, y) for y in range(symbols.shape[1])], axis=1).astype(np.float64)
-    target = symbols[p].reshape(-1).astype(np.float64)
+
+def _fit_weights(feats: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least-squares predictor, quantized to int8 (fixed-order sums: no threaded BLAS)."""
+    feats = feats.astype(np.float64)
+    target = target.astype(np.float64)
     gram = np.einsum("in,jn->ij", feats, feats, optimize=False) + 1e-3 * np.eye(len(feats))
     rhs = np.einsum("in,n->i", feats, target, optimize=False)
     try:
@@ -164,27 +215,35 @@ class _Plan:
         self.levels, self.step_q, self.gains_q = levels, int(step_q), tuple(int(g) for g in gains_q)
         planes = decompose(latents.astype(np.float64), levels)
         steps = group_steps(self.step_q, self.gains_q, levels, latents.shape[0])
-        self.means_q, self.symbols, self.residuals, self.bins, self.weights = [], [], [], [], []
+        self.means_q, self.symbols, self.residuals, self.fractions, self.bins, self.weights = [], [], [], [], [], []
         for group, group_step in zip(planes, steps):
             means_q = np.clip(np.rint(group.reshape(len(group), -1).mean(axis=1) * MEAN_SCALE), -32768, 32767).astype(np.int64)
             scaled = (group - (means_q / MEAN_SCALE)[:, None, None]) / group_step[:, None, None]
             symbols = np.clip(np.rint(scaled), -SYMBOL_LIMIT, SYMBOL_LIMIT).astype(np.int64)
-            weights = [_fit_weights(symbols, p) for p in range(len(group))]
-            residuals, bins = np.zeros_like(symbols), np.zeros_like(symbols)
-            for y in range(symbols.shape[1]):
-                for p in range(len(group)):
-                    feats = features(symbols, p, y)
-                    residuals[p, y] = symbols[p, y] - predict(feats, weights[p])
-                    bins[p, y] = activity_bins(feats, residuals, p, y)
+            # the encoder knows every symbol, so it evaluates the (causal) contexts for whole planes at once
+            layout = _layout(*symbols.shape[1:])
+            positions = np.arange(layout.zero)
+            flat = layout.empty(len(group))
+            flat[:, :layout.zero] = symbols.reshape(len(group), -1)
+            residuals, fractions, bins = layout.empty(len(group)), layout.empty(len(group)), layout.empty(len(group))
+            all_feats = []
+            for p in range(len(group)):
+                feats = features(flat, p, layout, positions)
+                weights = _fit_weights(feats, flat[p, :layout.zero])
+                below, fractions[p, :layout.zero] = predict(feats, weights)
+                residuals[p, :layout.zero] = flat[p, :layout.zero] - below
+                self.weights.append(weights)
+                all_feats.append(feats)
+            for p, feats in enumerate(all_feats):
+                bins[p, :layout.zero] = activity_bins(feats, residuals, p, layout, positions)
             self.means_q += list(means_q)
             self.symbols.append(symbols)
             self.residuals.append(residuals)
+            self.fractions.append(fractions)
             self.bins.append(bins)
-            self.weights += weights
-        flat = [r.reshape(len(r), -1) for r in self.residuals]
-        self.rmin = np.concatenate([f.min(axis=1) for f in flat])
+        self.rmin = np.concatenate([r[:, :-1].min(axis=1) for r in self.residuals])
         # constriction needs at least two symbols in an alphabet
-        self.rmax = np.maximum(np.concatenate([f.max(axis=1) for f in flat]), self.rmin + 1)
+        self.rmax = np.maximum(np.concatenate([r[:, :-1].max(axis=1) for r in self.residuals]), self.rmin + 1)
         self.decay = np.zeros((len(self.rmin), 2), dtype=np.int64)
         self.bits = 0.0
         if self.alphabet_ok:
@@ -205,9 +264,10 @@ class _Plan:
         chosen = np.clip(bases[..., None] + slopes[..., None] * np.arange(N_BINS), 0, 255)  # (256, 32, bins)
         for i, g, p in self._planes():
             rmin, rmax = int(self.rmin[i]), int(self.rmax[i])
-            log_probs = np.log2(residual_tables(candidates, rmin, rmax))  # (256, alphabet)
-            hist = np.zeros((N_BINS, rmax - rmin + 1))
-            np.add.at(hist, (self.bins[g][p].ravel(), (self.residuals[g][p] - rmin).ravel()), 1)
+            alphabet = rmax - rmin + 1
+            log_probs = np.log2(residual_tables(candidates, rmin, rmax)).reshape(256, -1)  # (256, fractions * alphabet)
+            cells = (self.bins[g][p] * FRACTIONS + self.fractions[g][p]) * alphabet + self.residuals[g][p] - rmin
+            hist = np.bincount(cells[:-1], minlength=N_BINS * FRACTIONS * alphabet).reshape(N_BINS, -1)
             costs = -(log_probs @ hist.T)  # (256 decay bytes, bins)
             total = costs[chosen, np.arange(N_BINS)].sum(axis=-1)  # (256, 32)
             base, slope = np.unravel_index(int(np.argmin(total)), total.shape)
@@ -239,10 +299,11 @@ class _Plan:
         encoder = constriction.stream.queue.RangeEncoder()
         tables = [residual_tables(decay_bytes(*self.decay[i]), int(self.rmin[i]), int(self.rmax[i])) for i, _, _ in self._planes()]
         first = 0
-        for residuals, bins in zip(self.residuals, self.bins):
-            for y in range(residuals.shape[1]):
+        for symbols, residuals, fractions, bins in zip(self.symbols, self.residuals, self.fractions, self.bins):
+            for front in _layout(*symbols.shape[1:]).fronts:
                 for p in range(len(residuals)):
-                    encoder.encode((residuals[p, y] - self.rmin[first + p]).astype(np.int32), family, tables[first + p][bins[p, y]])
+                    coded = (residuals[p, front] - self.rmin[first + p]).astype(np.int32)
+                    encoder.encode(coded, family, tables[first + p][bins[p, front], fractions[p, front]])
             first += len(residuals)
         return encoder.get_compressed().astype("<u4").tobytes()
 
@@ -400,20 +461,20 @@ def decode(params: bytes, payload: bytes, shape: tuple[int, int, int]) -> np.nda
     groups = []
     first = 0
     for group_shape, group_step in zip(shapes, group_steps(step_q, gains_q, levels, channels)):
-        symbols = np.zeros(group_shape, dtype=np.int64)
-        residuals = np.zeros(group_shape, dtype=np.int64)
-        for y in range(group_shape[1]):
+        layout = _layout(*group_shape[1:])
+        symbols, residuals = layout.empty(group_shape[0]), layout.empty(group_shape[0])
+        for front in layout.fronts:
             for p in range(group_shape[0]):
-                feats = features(symbols, p, y)
-                prediction = predict(feats, weights[first + p])
-                bins = activity_bins(feats, residuals, p, y)
+                feats = features(symbols, p, layout, front)
+                below, fraction = predict(feats, weights[first + p])
+                bins = activity_bins(feats, residuals, p, layout, front)
                 try:
-                    coded = decoder.decode(family, tables[first + p][bins])
+                    coded = decoder.decode(family, tables[first + p][bins, fraction])
                 except Exception as exc:  # constriction reports malformed data with its own exceptions
                     raise BitstreamError(f"corrupt entropy payload: {exc}") from None
-                residuals[p, y] = coded.astype(np.int64) + planes[first + p][1]
-                symbols[p, y] = np.clip(prediction + residuals[p, y], -SYMBOL_LIMIT, SYMBOL_LIMIT)
+                residuals[p, front] = coded.astype(np.int64) + planes[first + p][1]
+                symbols[p, front] = np.clip(below + residuals[p, front], -SYMBOL_LIMIT, SYMBOL_LIMIT)
         means = np.array([planes[first + p][0] for p in range(group_shape[0])], dtype=np.float64)[:, None, None] / MEAN_SCALE
-        groups.append(means + symbols * group_step[:, None, None])
+        groups.append(means + symbols[:, :-1].reshape(group_shape) * group_step[:, None, None])
         first += group_shape[0]
     return recompose(groups, shape, levels).astype(np.float32)

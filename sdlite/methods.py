@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import palette as _palette
-from .bitstream import inflate_bounded
+from .bitstream import FORMAT_VERSION, inflate_bounded
 from .errors import BitstreamError, OptionError
 from .quantize import SEED_OFFSET, SEED_STEP, dequantize, quantize
 
@@ -93,10 +93,15 @@ def encode(method: int, latents: np.ndarray, **options) -> Encoded:
     return entropy.encode(latents, **options)
 
 
-def decode(method: int, params: bytes, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+def decode(method: int, params: bytes, payload: bytes, shape: tuple[int, int, int], version: int = FORMAT_VERSION) -> np.ndarray:
     if method == PALETTE:
         return palette_decode(params, payload, shape)
     if method == ENTROPY:
+        if version < 2:
+            raise BitstreamError(
+                f"this entropy stream has format version {version}, written by a pre-release sdlite whose context "
+                f"model is gone; only version {FORMAT_VERSION} entropy streams decode (version 1 palette streams still do)"
+            )
         from . import entropy
 
         return entropy.decode(params, payload, shape)

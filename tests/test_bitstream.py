@@ -18,7 +18,7 @@ def _latents(h=5, w=7, seed=0):
 
 
 def _stream(h=5, w=7):
-    return compress_latents(_latents(h, w), model_id=MODEL_ID, size=(w * 8 - 3, h * 8 - 1))
+    return compress_latents(_latents(h, w), model_id=MODEL_ID, size=(w * 8 - 3, h * 8 - 1), method="palette")
 
 
 def _recrc(body: bytes) -> bytes:
@@ -116,3 +116,15 @@ def test_random_bytes_raise_bitstream_error(blob):
         decompress_latents(blob)
     with pytest.raises(BitstreamError):
         decompress_latents(bs.MAGIC + bytes([bs.FORMAT_VERSION]) + blob)
+
+
+def _with_version(data: bytes, version: int) -> bytes:
+    return _recrc(data[:4] + bytes([version]) + data[5:-4])
+
+
+def test_version_1_palette_streams_still_decode_but_entropy_ones_name_the_problem():
+    palette = _stream()
+    assert np.array_equal(decompress_latents(_with_version(palette, 1)), decompress_latents(palette))
+    entropy = compress_latents(_latents(), model_id=MODEL_ID, method="entropy")
+    with pytest.raises(BitstreamError, match="format version 1.*pre-release"):
+        decompress_latents(_with_version(entropy, 1))

@@ -24,7 +24,7 @@ def test_batch_compress_info_decompress(vaelight, images, tmp_path, capsys):
     assert "2/2" in err and "2 of 2 files" in err and "bpp" in err
     assert main(["info", str(out / "im0.sdz")]) == 0
     meta = json.loads(capsys.readouterr().out)
-    assert meta["width"] == 70 and meta["method"] == "palette"
+    assert meta["width"] == 70 and meta["method"] == "entropy"  # the default
     assert main(["decompress", str(out), "--out-dir", str(tmp_path / "png"), "--model", str(vaelight.path)]) == 0
     assert Image.open(tmp_path / "png" / "im0.png").size == (70, 45)
 

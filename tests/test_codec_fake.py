@@ -45,9 +45,10 @@ def test_info_needs_no_model(fake_model, photo):
 
 def test_latent_api_round_trip(fake_model):
     z = np.random.default_rng(0).normal(0, 4, (1, 4, 6, 9)).astype(np.float32)
-    data = sdlite.compress_latents(z, model=fake_model)
-    back = sdlite.decompress_latents(data)
-    assert back.shape == z.shape and np.abs(back - z).max() < 1.0
+    for options in ({"method": "palette"}, {"method": "entropy", "quality": 95}):
+        data = sdlite.compress_latents(z, model=fake_model, **options)
+        back = sdlite.decompress_latents(data)
+        assert back.shape == z.shape and np.abs(back - z).max() < 1.0, options
     assert info(data)["width"] == 72
     with pytest.raises(OptionError, match="model"):
         sdlite.compress_latents(z)
@@ -60,8 +61,10 @@ def test_latent_api_round_trip(fake_model):
 def test_options_are_checked(fake_model, photo):
     with pytest.raises(OptionError, match="palette, entropy"):
         compress(photo, model=fake_model, method="jpeg")
-    with pytest.raises(OptionError, match="dither"):
-        compress(photo, model=fake_model, dither=2.0)
+    with pytest.raises(OptionError, match="dither must be between"):
+        compress(photo, model=fake_model, method="palette", dither=2.0)
+    with pytest.raises(OptionError, match="dither applies to method 'palette'"):
+        compress(photo, model=fake_model, dither=0.5)  # the default method is entropy
     with pytest.raises(OptionError, match="entropy"):
         compress(photo, model=fake_model, method="palette", target_bytes=100)
 

@@ -123,3 +123,36 @@ def test_same_latents_same_bytes_across_thread_counts(monkeypatch):
         assert result.returncode == 0, result.stderr
         outputs.add(result.stdout)
     assert len(outputs) == 1
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (1, 7), (6, 1), (5, 9), (8, 8)])
+def test_contexts_only_look_at_earlier_wavefronts(height, width):
+    """The encoder evaluates contexts on whole planes; the decoder front by front. That is the same
+    computation only if every neighbour a context reads was decoded on an earlier front."""
+    layout = entropy.Layout(height, width)
+    front_of = np.full(layout.zero + 1, -1)  # the always-zero cell counts as decoded before anything
+    for t, front in enumerate(layout.fronts):
+        front_of[front] = t
+    coded = np.sort(np.concatenate(layout.fronts))
+    assert np.array_equal(coded, np.arange(height * width))  # each position exactly once
+    for neighbours in (layout.spatial, layout.residual_neighbours):
+        assert np.all(front_of[neighbours] < front_of[np.arange(height * width)])
+
+
+def test_residual_tables_are_centred_on_the_fractional_prediction():
+    tables = entropy.residual_tables([0, 100, 200, 255], -6, 7)
+    assert tables.shape == (4, entropy.FRACTIONS, 14)
+    assert np.allclose(tables.sum(axis=2), 1.0) and (tables > 0).all()
+    zero, half = 6, entropy.FRACTIONS // 2
+    for row in tables[1:]:
+        assert row[0].argmax() == zero and np.isclose(row[0][zero - 1], row[0][zero + 1])  # centred on r = 0
+        assert np.isclose(row[half][zero], row[half][zero + 1])  # halfway between r = 0 and r = 1
+        assert row[half + 1].argmax() == zero + 1
+    widths = [np.sum(row[0] * np.abs(np.arange(-6, 8))) for row in tables]
+    assert widths == sorted(widths)  # a larger decay byte spreads the distribution
+
+
+def test_predictions_split_into_integer_and_fraction():
+    feats = np.array([[3, -5, 0, 7]])
+    below, fraction = entropy.predict(feats, np.array([entropy.WEIGHT_SCALE // 2]))  # weight 0.5
+    assert below.tolist() == [1, -3, 0, 3] and fraction.tolist() == [4, 4, 0, 4]  # 1.5, -2.5, 0, 3.5

@@ -20,7 +20,7 @@ def kodim01(kodak):
 
 def test_palette_method_matches_the_seed_figures(vaelight, kodim01):
     stats = {}
-    data = compress(kodim01, model=vaelight, stats=stats)
+    data = compress(kodim01, model=vaelight, method="palette", stats=stats)
     out = decompress(data, model=vaelight)
     assert out.size == (768, 512)
     # the seed: about 6.9 kB for 768x512, about 0.8 dB below the unquantized round trip
@@ -44,10 +44,11 @@ def test_decoding_is_reproducible_and_odd_sizes_work(vaelight, kodim01):
 
 def test_entropy_method_beats_the_palette_on_psnr_per_byte(vaelight, kodim01):
     rgb = load_rgb(kodim01)
-    palette = compress(kodim01, model=vaelight)
+    palette = compress(kodim01, model=vaelight, method="palette")
     palette_psnr = psnr(rgb, decompress(palette, model=vaelight))
-    # at 80 % of the palette's bytes, the entropy method is at least as good on PSNR
-    target = int(0.8 * len(palette))
+    # at 70 % of the palette's bytes, the entropy method is at least as good on PSNR (kodim01:
+    # 21.16 vs 21.06 dB; over kodim01-12 it matches at about 65 %, BENCHMARKS.md)
+    target = int(0.7 * len(palette))
     data = compress(kodim01, model=vaelight, method="entropy", target_bytes=target)
     assert 0.95 * target <= len(data) <= target
     assert psnr(rgb, decompress(data, model=vaelight)) >= palette_psnr
