@@ -52,6 +52,7 @@ N_BINS = len(ACTIVITY_THRESHOLDS) + 1
 TABLE_ONE = 1 << 20  # frequency at distance 0 from the prediction before normalisation
 THETA_BITS = 24  # decay numerators are in 1/2**24 units
 MAX_ALPHABET = 4096  # residual alphabet per plane; the step is raised rather than exceed it
+MAX_TOTAL_ALPHABET = 1 << 16  # summed over a stream's planes: bounds the decoder's tables (about 50 MB)
 SYMBOL_LIMIT = 32767  # predictions are clipped to +-this, which bounds decoding of crafted streams
 
 QUALITY_MIN, QUALITY_MAX = 1, 100
@@ -276,7 +277,8 @@ class _Plan:
 
     @property
     def alphabet_ok(self) -> bool:
-        return bool(np.all(self.rmax - self.rmin + 1 <= MAX_ALPHABET))
+        alphabets = self.rmax - self.rmin + 1
+        return bool(np.all(alphabets <= MAX_ALPHABET) and alphabets.sum() <= MAX_TOTAL_ALPHABET)
 
     def params(self) -> bytes:
         return zlib.compress(self.raw_params(), PARAMS_ZLIB_LEVEL)
@@ -441,6 +443,8 @@ def _parse_params(params: bytes, shape: tuple[int, int, int]):
     for _, rmin, rmax, _, _ in planes:
         if rmin >= rmax or rmax - rmin + 1 > MAX_ALPHABET:
             raise BitstreamError("entropy method parameters: invalid residual range")
+    if sum(rmax - rmin + 1 for _, rmin, rmax, _, _ in planes) > MAX_TOTAL_ALPHABET:
+        raise BitstreamError(f"entropy method parameters: residual alphabets exceed {MAX_TOTAL_ALPHABET} symbols in all")
     return levels, (fine_q, coarse_q), step_q, shapes, planes, weights
 
 

@@ -1,7 +1,9 @@
 """onnxruntime sessions: provider choice, lazy creation, and a process-wide cache.
 
 Sessions are keyed by (model file, providers, thread count) so that every Model pointing at the same
-file shares one session. onnxruntime's InferenceSession.run is thread-safe; creation is guarded by a lock.
+file shares one session. onnxruntime's InferenceSession.run is thread-safe. Creation is guarded by one
+lock per key, so a thread building a slow session (the full U-Net takes ~20 s) does not hold up
+threads that want other sessions.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 _cache: dict[tuple, object] = {}
-_lock = threading.Lock()
+_key_locks: dict[tuple, threading.Lock] = {}
+_lock = threading.Lock()  # guards the two dicts, never held while a session is built
 
 
 def default_providers() -> list[str]:
@@ -67,8 +70,16 @@ def cached_session(path: str, providers=None, *, threads: int | None = None, str
     key = (os.path.realpath(path), tuple(map(str, resolve_providers(providers))), threads)
     with _lock:
         session = _cache.get(key)
-        if session is None:
-            session = _cache[key] = create_session(path, providers, threads=threads, strict=strict)
+        if session is not None:
+            return session
+        key_lock = _key_locks.setdefault(key, threading.Lock())
+    with key_lock:
+        with _lock:
+            session = _cache.get(key)
+        if session is None:  # nobody built it while this thread waited for the key
+            session = create_session(path, providers, threads=threads, strict=strict)
+            with _lock:
+                _cache[key] = session
         return session
 
 

@@ -7,6 +7,7 @@ from hypothesis.extra import numpy as hnp
 from sdlite import BitstreamError, OptionError, decompress_latents, info
 from sdlite import bitstream as bs
 from sdlite import entropy
+from sdlite import methods
 from sdlite.codec import compress_latents
 
 MODEL_ID = "a1b2c3d4e5f60718"
@@ -156,3 +157,19 @@ def test_predictions_split_into_integer_and_fraction():
     feats = np.array([[3, -5, 0, 7]])
     below, fraction = entropy.predict(feats, np.array([entropy.WEIGHT_SCALE // 2]))  # weight 0.5
     assert below.tolist() == [1, -3, 0, 3] and fraction.tolist() == [4, 4, 0, 4]  # 1.5, -2.5, 0, 3.5
+
+
+def test_crafted_huge_alphabets_are_refused_before_building_tables():
+    import zlib
+
+    z = _latents((8, 6, 6))
+    plan = entropy.plan_for_step(z, 1.0)
+    raw = bytearray(plan.raw_params())
+    planes = 4 * 8
+    for i in range(planes):  # every plane claims residuals -2000..2000: legal alone, 128k symbols in all
+        offset = entropy._GLOBAL.size + i * entropy._PLANE.size
+        mean, _, _, base, slope = entropy._PLANE.unpack_from(raw, offset)
+        entropy._PLANE.pack_into(raw, offset, mean, -2000, 2000, base, slope)
+    header = bs.Header(methods.ENTROPY, MODEL_ID, 48, 48, z.shape, params=zlib.compress(bytes(raw)))
+    with pytest.raises(BitstreamError, match="in all"):
+        decompress_latents(bs.pack(header, plan.payload()))

@@ -39,3 +39,34 @@ def test_caller_supplied_session_is_used(vaelight):
     own = ort.InferenceSession(str(vaelight.path / "vae_decoder" / "model.onnx"), providers=["CPUExecutionProvider"])
     model = load_model(vaelight.path, sessions={"vae_decoder": own})
     assert model.session("vae_decoder") is own
+
+
+def test_a_slow_session_build_does_not_block_other_sessions(monkeypatch, tmp_path):
+    import threading
+
+    release, started = threading.Event(), threading.Event()
+    built = []
+
+    def fake_create(path, providers=None, *, threads=None, strict=False):
+        if path.endswith("slow.onnx"):
+            started.set()
+            assert release.wait(60), "the slow build was never released"
+        built.append(path)
+        return object()
+
+    monkeypatch.setattr(sessions, "create_session", fake_create)
+    monkeypatch.setattr(sessions, "_cache", {})
+    slow, fast = str(tmp_path / "slow.onnx"), str(tmp_path / "fast.onnx")
+    results = {}
+    worker = threading.Thread(target=lambda: results.setdefault("slow", sessions.cached_session(slow, ["CPUExecutionProvider"])))
+    worker.start()
+    assert started.wait(60)
+    try:
+        # the slow build is in progress and holds its own key only: this returns at once
+        results["fast"] = sessions.cached_session(fast, ["CPUExecutionProvider"])
+        assert results["fast"] is sessions.cached_session(fast, ["CPUExecutionProvider"])
+    finally:
+        release.set()
+        worker.join(60)
+    assert results["slow"] is sessions.cached_session(slow, ["CPUExecutionProvider"])
+    assert sorted(built) == [fast, slow]  # each built once
