@@ -12,7 +12,9 @@ from pathlib import Path
 from .codec import DEFAULT_METHOD, compress, decompress, info
 from .errors import ModelNotFoundError, OptionError, SdliteError
 from .methods import METHOD_NAMES
+from .bitstream import DEFAULT_MAX_PIXELS
 from .models import load_model
+from .tiling import DEFAULT_TILE, check_tile
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 SDZ_SUFFIX = ".sdz"
@@ -80,11 +82,13 @@ def _cmd_compress(args) -> int:
     if not files:
         raise OptionError("no input images found")
     targets = _targets(files, args, SDZ_SUFFIX)
+    check_tile(args.tile)
     model = load_model(args.model, providers=args.providers, threads=args.threads)
 
     def work(source: Path, target: Path):
         stats: dict = {}
-        data = compress(source, model=model, method=args.method, target_bytes=args.target_bytes, quality=args.quality, stats=stats)
+        data = compress(source, model=model, method=args.method, target_bytes=args.target_bytes, quality=args.quality,
+                        max_pixels=args.max_pixels, tile=args.tile, stats=stats)
         target.write_bytes(data)
         return source.stat().st_size, len(data), stats["width"] * stats["height"], len(data)
 
@@ -96,11 +100,13 @@ def _cmd_decompress(args) -> int:
     if not files:
         raise OptionError("no .sdz inputs found")
     targets = _targets(files, args, ".png")
+    check_tile(args.tile)
     model = load_model(args.model, providers=args.providers, threads=args.threads)
 
     def work(source: Path, target: Path):
         data = source.read_bytes()
-        image = decompress(data, model=model, denoise=args.denoise, denoise_steps=args.steps, seed=args.seed)
+        image = decompress(data, model=model, denoise=args.denoise, denoise_steps=args.steps, seed=args.seed,
+                           max_pixels=args.max_pixels, tile=args.tile)
         image.save(target)
         return len(data), target.stat().st_size, image.width * image.height, len(data)
 
@@ -133,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
             out.add_argument("-o", "--output", help="output file (one input only)")
             out.add_argument("--out-dir", help="folder for outputs (default: beside each input)")
             p.add_argument("--force", action="store_true", help="replace existing outputs")
+            p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="CELLS",
+                           help=f"run the networks by overlapping tiles of this many latent cells a side on larger images (default {DEFAULT_TILE})")
+            p.add_argument("--no-tile", dest="tile", action="store_const", const=None, help="never tile (needs more memory on large images)")
+            p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                           help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
 
     c = sub.add_parser("compress", help="images -> .sdz")
     common(c)

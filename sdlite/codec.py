@@ -12,6 +12,7 @@ from . import bitstream, images, methods
 from .errors import ModelMismatchError, OptionError
 from .models import Model, load_model
 from .scheduler import DEFAULT_STEPS, DEFAULT_STRENGTH
+from .tiling import DEFAULT_TILE
 
 log = logging.getLogger("sdlite")
 
@@ -85,6 +86,7 @@ def compress(
     target_bytes: int | None = None,
     quality: int | None = None,
     max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS,
+    tile: int | None = DEFAULT_TILE,
     providers=None,
     threads: int | None = None,
     stats: dict | None = None,
@@ -94,13 +96,15 @@ def compress(
     method: 'entropy' (the default: Haar bands, per-band quantization, context-modelled range coding;
     takes target_bytes or quality 1..100, default quality 50) or 'palette' (the seed method: 8-bit
     latents, 256-colour dithered palette, deflate; fixed rate, takes dither). stats: pass a dict to
-    receive figures such as the count of clipped latents."""
+    receive figures such as the count of clipped latents. tile: images over this many latent cells a
+    side (DEFAULT_TILE: 768 px with SD) are encoded by overlapping tiles, which bounds memory; None
+    never tiles."""
     started = time.perf_counter()
     loaded = load_model(model, providers=providers, threads=threads)
     rgb = images.load_rgb(image, max_pixels=max_pixels)
     height, width = rgb.shape[:2]
     padded = images.pad_to_multiple(rgb, loaded.downsample_factor)
-    latents = loaded.encode(images.to_tensor(padded))[0]
+    latents = loaded.encode(images.to_tensor(padded), tile=tile)[0]
     data = compress_latents(
         latents, model_id=loaded.model_id, size=(width, height), method=method, dither=dither,
         target_bytes=target_bytes, quality=quality, downsample_factor=loaded.downsample_factor, stats=stats,
@@ -126,13 +130,16 @@ def decompress(
     denoise_steps: int = DEFAULT_STEPS,
     seed: int = 0,
     max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS,
+    tile: int | None = DEFAULT_TILE,
     providers=None,
     threads: int | None = None,
 ) -> Image.Image:
     """.sdz bytes -> PIL RGB image of the original size.
 
     denoise: run the bundle's U-Net for denoise_steps DDIM steps from denoise_strength (default: when
-    the bundle has a U-Net). seed fixes the noise of that step, so decoding is reproducible."""
+    the bundle has a U-Net). seed fixes the noise of that step, so decoding is reproducible. tile: latents
+    over this many cells a side go through the U-Net and the VAE decoder by overlapping tiles (None:
+    never)."""
     header, payload = bitstream.unpack(data, max_pixels=max_pixels)
     loaded = load_model(model, providers=providers, threads=threads)
     if header.model_id != loaded.model_id:
@@ -146,8 +153,8 @@ def decompress(
     if denoise is None:
         denoise = loaded.has_unet
     if denoise:
-        latents = loaded.denoise(latents, strength=denoise_strength, steps=denoise_steps, seed=seed)
-    return images.to_image(loaded.decode(latents), header.width, header.height)
+        latents = loaded.denoise(latents, strength=denoise_strength, steps=denoise_steps, seed=seed, tile=tile)
+    return images.to_image(loaded.decode(latents, tile=tile), header.width, header.height)
 
 
 def info(data: bytes) -> dict:

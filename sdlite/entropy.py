@@ -194,7 +194,6 @@ def _layout(height: int, width: int) -> Layout:
 
 
 # --- encoder ----------------------------------------------------------------------------------------
-
 def _fit_weights(feats: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Least-squares predictor, quantized to int8 (fixed-order sums: no threaded BLAS)."""
     feats = feats.astype(np.float64)

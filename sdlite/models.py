@@ -16,6 +16,7 @@ import numpy as np
 from . import sessions
 from .errors import ModelNotFoundError, OptionError, SdliteError
 from .scheduler import DEFAULT_STEPS, DEFAULT_STRENGTH, DDIM
+from .tiling import DEFAULT_TILE, check_tile, run_tiled
 
 log = logging.getLogger("sdlite")
 
@@ -208,21 +209,33 @@ class Model:
             feed[spec.name] = np.asarray(values[spec.name], dtype=dtype)
         return feed
 
-    def encode(self, pixels: np.ndarray) -> np.ndarray:
-        """(1, 3, H, W) in [-1, 1] -> raw latent mean (1, C, H/f, W/f) float32."""
+    def encode(self, pixels: np.ndarray, *, tile: int | None = DEFAULT_TILE) -> np.ndarray:
+        """(1, 3, H, W) in [-1, 1], sides multiples of downsample_factor -> raw latent mean (1, C, H/f, W/f)
+        float32. Images over `tile` latent cells a side are encoded by overlapping tiles (None: never)."""
+        check_tile(tile)
         session = self.session("vae_encoder")
         name = session.get_inputs()[0].name
         outputs = [o.name for o in session.get_outputs()]
         wanted = "latent_parameters" if "latent_parameters" in outputs else outputs[0]
-        (params,) = session.run([wanted], {name: pixels.astype(np.float32)})
-        return np.asarray(params[:, : self.latent_channels], dtype=np.float32)
 
-    def decode(self, latents: np.ndarray) -> np.ndarray:
-        """Raw latents (1, C, h, w) -> (1, 3, h*f, w*f) float32 in about [-1, 1]."""
+        def run(piece):
+            (params,) = session.run([wanted], {name: piece.astype(np.float32)})
+            return np.asarray(params[:, : self.latent_channels], dtype=np.float32)
+
+        return run_tiled(run, pixels, cell_in=self.downsample_factor, cell_out=1, tile=tile)
+
+    def decode(self, latents: np.ndarray, *, tile: int | None = DEFAULT_TILE) -> np.ndarray:
+        """Raw latents (1, C, h, w) -> (1, 3, h*f, w*f) float32 in about [-1, 1]. Latents over `tile`
+        cells a side are decoded by overlapping tiles (None: never)."""
+        check_tile(tile)
         session = self.session("vae_decoder")
         name = session.get_inputs()[0].name
-        (sample,) = session.run([session.get_outputs()[0].name], {name: latents.astype(np.float32)})
-        return np.asarray(sample, dtype=np.float32)
+
+        def run(piece):
+            (sample,) = session.run([session.get_outputs()[0].name], {name: piece.astype(np.float32)})
+            return np.asarray(sample, dtype=np.float32)
+
+        return run_tiled(run, latents, cell_in=1, cell_out=self.downsample_factor, tile=tile)
 
     @property
     def uncond_embedding(self) -> np.ndarray:
@@ -249,12 +262,17 @@ class Model:
         config = json.loads(path.read_text()) if path.is_file() else {}
         return 2 ** (len(config.get("block_out_channels", (0, 0, 0, 0))) - 1)
 
-    def denoise(self, latents: np.ndarray, *, strength: float = DEFAULT_STRENGTH, steps: int = DEFAULT_STEPS, seed: int = 0, progress=None) -> np.ndarray:
-        """A few DDIM steps with the U-Net and the empty-prompt embedding; raw latents in and out."""
+    def denoise(
+        self, latents: np.ndarray, *, strength: float = DEFAULT_STRENGTH, steps: int = DEFAULT_STEPS, seed: int = 0,
+        tile: int | None = DEFAULT_TILE, progress=None,
+    ) -> np.ndarray:
+        """A few DDIM steps with the U-Net and the empty-prompt embedding; raw latents in and out. Latents
+        over `tile` cells a side get the U-Net's noise prediction by overlapping tiles (None: never)."""
+        multiple = self.unet_multiple
+        check_tile(tile, multiple)
         session = self.session("unet")
         shift = float(self.shift_factor or 0.0)
         height, width = latents.shape[-2:]
-        multiple = self.unet_multiple
         pad = ((0, 0), (0, 0), (0, (-height) % multiple), (0, (-width) % multiple))
         sample = np.pad((latents - shift) * self.scaling_factor, pad, mode="edge")
         timesteps = self.scheduler.timesteps(strength, steps)
@@ -263,10 +281,15 @@ class Model:
         names = [i.name for i in session.get_inputs()]
         text_name = "encoder_hidden_states" if "encoder_hidden_states" in names else names[-1]
         for i, t in enumerate(timesteps):
-            feed = self._feed(session, {names[0]: sample, "timestep": np.array(t, dtype=np.float32), text_name: self.uncond_embedding})
-            (output,) = session.run([session.get_outputs()[0].name], feed)
+
+            def predict_noise(piece, t=t):
+                feed = self._feed(session, {names[0]: piece, "timestep": np.array(t, dtype=np.float32), text_name: self.uncond_embedding})
+                (output,) = session.run([session.get_outputs()[0].name], feed)
+                return np.asarray(output, dtype=np.float32)
+
+            output = run_tiled(predict_noise, sample, cell_in=1, cell_out=1, tile=tile, multiple=multiple)
             t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-            sample = self.scheduler.step(np.asarray(output, dtype=np.float32), t, t_prev, sample)
+            sample = self.scheduler.step(output, t, t_prev, sample)
             if progress:
                 progress(i + 1, len(timesteps))
         return (sample[..., :height, :width] / self.scaling_factor + shift).astype(np.float32)

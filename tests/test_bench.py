@@ -114,6 +114,18 @@ def test_quality_harness_smoke(tiny_bundle, tmp_path, photo):
     assert {r["key"]: r["bytes"] for r in again} == {r["key"]: r["bytes"] for r in rows}
 
 
+def test_tiling_benchmark_smoke(fake_model, tmp_path, photo):
+    from sdlite.bench import tiling
+
+    path = tmp_path / "im.png"
+    Image.fromarray(np.tile(photo, (6, 4, 1))).save(path)  # 270x280: 34x35 latent cells
+    report = tiling.run([path], model=fake_model, tiles=[32], out_dir=tmp_path / "t")
+    rows = json.loads((tmp_path / "t" / "tiling.json").read_text())["rows"]
+    assert [r["tile"] for r in rows] == [None, 32] and [r["tiles_per_image"] for r in rows] == [1, 4]
+    assert abs(rows[1]["psnr"] - rows[0]["psnr"]) < 0.01  # the fake VAE is local: tiles change nothing
+    assert "| whole (no tiling) |" in report
+
+
 @pytest.mark.skipif(not EXPORT_STACK, reason="export extra not installed: no torch reference")
 def test_speed_harness_smoke(tiny_bundle, tmp_path):
     from export.tiny import save_tiny_pipeline

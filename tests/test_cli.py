@@ -61,3 +61,15 @@ def test_entropy_method_with_a_byte_budget(vaelight, images, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["method"] == "entropy"
     assert main(["compress", str(images / "im1.png"), "--model", str(vaelight.path), "--quality", "500", "--method", "entropy", "--out-dir", str(tmp_path)]) == 1
     assert "quality must be an integer from 1 to 100" in capsys.readouterr().err
+
+
+def test_tile_and_max_pixels_options(vaelight, images, tmp_path, capsys):
+    model = ["--model", str(vaelight.path)]
+    source = str(images / "im0.png")
+    assert main(["compress", source, "-o", str(tmp_path / "t.sdz"), *model, "--tile", "5"]) == 2
+    assert "tile must be" in capsys.readouterr().err
+    assert main(["compress", source, "-o", str(tmp_path / "t.sdz"), *model, "--max-pixels", "1000"]) == 1  # 70x45 image
+    assert "max_pixels" in capsys.readouterr().err and not (tmp_path / "t.sdz").exists()
+    assert main(["compress", source, "-o", str(tmp_path / "t.sdz"), *model, "--no-tile"]) == 0
+    assert main(["decompress", str(tmp_path / "t.sdz"), "-o", str(tmp_path / "t.png"), *model, "--tile", "32"]) == 0
+    assert Image.open(tmp_path / "t.png").size == (70, 45)

@@ -47,3 +47,39 @@ def test_model_resolution_by_name_env_and_hint(tiny_bundle, monkeypatch, tmp_pat
         load_model(None)
     with pytest.raises(ModelNotFoundError, match="python -m export --tiny"):
         load_model("nonexistent")
+
+
+class _Recording:
+    """Forwards to a real session and records the spatial shape of every input it runs on."""
+
+    def __init__(self, session):
+        self.session, self.shapes = session, []
+
+    def get_inputs(self):
+        return self.session.get_inputs()
+
+    def get_outputs(self):
+        return self.session.get_outputs()
+
+    def run(self, names, feed):
+        first = self.session.get_inputs()[0].name
+        self.shapes.append(tuple(feed[first].shape[-2:]))
+        return self.session.run(names, feed)
+
+
+def test_large_images_go_through_every_network_by_tiles(tiny_bundle):
+    plain = load_model(tiny_bundle)
+    recorders = {name: _Recording(plain.session(name)) for name in ("vae_encoder", "vae_decoder", "unet")}
+    model = load_model(tiny_bundle, sessions=recorders)
+    y, x = np.mgrid[0:300, 0:420]
+    image = np.stack([(x // 3) % 256, (y // 2) % 256, ((x + y) // 4) % 256], axis=2).astype(np.uint8)
+    data = compress(image, model=model, tile=32)  # 38x53 latent cells: 2x3 tiles of 27x29, overlapping by >= 16
+    assert recorders["vae_encoder"].shapes == [(27 * 8, 29 * 8)] * 6
+    out = decompress(data, model=model, tile=32, denoise_steps=2)
+    assert out.size == (420, 300)
+    assert recorders["unet"].shapes == [(28, 30)] * 12  # 2 steps x 6 tiles, sides even for the U-Net
+    assert recorders["vae_decoder"].shapes == [(27, 29)] * 6
+    assert np.array_equal(np.asarray(out), np.asarray(decompress(data, model=model, tile=32, denoise_steps=2)))
+    whole = decompress(data, model=model, tile=None)
+    assert whole.size == out.size and recorders["vae_decoder"].shapes[-1] == (38, 53)
+    assert recorders["unet"].shapes[-1] == (38, 54)  # one call, padded to the U-Net's multiple

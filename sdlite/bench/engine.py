@@ -1,6 +1,6 @@
 """One stage of sdlite's pipeline on onnxruntime, in its own process (the speed benchmark's ORT side).
 
-python -m sdlite.bench.engine --bundle B --stage encode|unet|decode --size 512 --threads 2"""
+python -m sdlite.bench.engine --bundle B --stage encode|unet|decode --size 512 --threads 2 [--tile N|none]"""
 
 from __future__ import annotations
 
@@ -13,8 +13,13 @@ import time
 import numpy as np
 
 
-def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, providers=None) -> dict:
+def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, providers=None, tile="default") -> dict:
+    """tile: the VAE stages' tile in latent cells, None for one call, "default" for sdlite's default.
+    The unet stage is always one session call."""
     from .. import load_model
+    from ..tiling import DEFAULT_TILE
+
+    tile = DEFAULT_TILE if tile == "default" else tile
 
     rng = np.random.default_rng(0)
     model = load_model(bundle, threads=threads, providers=providers)
@@ -25,10 +30,10 @@ def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, pr
     latent = size // 8
     if stage == "encode":
         x = rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
-        call = lambda: model.encode(x)  # noqa: E731
+        call = lambda: model.encode(x, tile=tile)  # noqa: E731
     elif stage == "decode":
         z = rng.normal(0, 5, (1, 4, latent, latent)).astype(np.float32)
-        call = lambda: model.decode(z)  # noqa: E731
+        call = lambda: model.decode(z, tile=tile)  # noqa: E731
     else:
         sample = rng.normal(0, 1, (1, 4, latent, latent)).astype(np.float32)
         text = model.uncond_embedding
@@ -43,7 +48,7 @@ def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, pr
         times.append(time.perf_counter() - t0)
     import onnxruntime as ort
 
-    return {"engine": "onnxruntime", "stage": stage, "load_s": load, "run_s": times, "providers": session.get_providers(),
+    return {"engine": "onnxruntime", "stage": stage, "tile": tile, "load_s": load, "run_s": times, "providers": session.get_providers(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "onnxruntime": ort.__version__}
 
 
@@ -58,11 +63,18 @@ def stage_parser(prog: str, description: str, source: str, source_help: str) -> 
     return parser
 
 
+def _tile_arg(value: str):
+    return value if value == "default" else None if value == "none" else int(value)
+
+
 def main(argv=None) -> int:
     parser = stage_parser("python -m sdlite.bench.engine", __doc__, "--bundle", "sdlite bundle")
     parser.add_argument("--providers", nargs="+")
+    parser.add_argument("--tile", type=_tile_arg, default="default",
+                        help="VAE tile in latent cells, or none (default: sdlite's default)")
     args = parser.parse_args(argv)
-    sys.stdout.write(json.dumps(run_stage(args.bundle, args.stage, args.size, args.threads, args.repeats, args.providers)) + "\n")
+    row = run_stage(args.bundle, args.stage, args.size, args.threads, args.repeats, args.providers, args.tile)
+    sys.stdout.write(json.dumps(row) + "\n")
     return 0
 
 
