@@ -107,6 +107,8 @@ def test_quality_harness_smoke(tiny_bundle, tmp_path, photo):
     fraction_row = next(r for r in rows if r["codec"] == quality.ENTROPY and r["setting"] == "0.65x-palette-size")
     palette_row = next(r for r in rows if r["codec"] == quality.PALETTE)
     assert fraction_row["budget"] == int(0.65 * palette_row["bytes"]) and fraction_row["bytes"] <= fraction_row["budget"]
+    default_row = next(r for r in rows if r["codec"] == quality.ENTROPY and r["setting"] == quality.DEFAULT_ENTROPY_SETTING)
+    assert default_row["bytes"] > 0 and default_row["psnr"] > 0
     assert {quality.CEILING, quality.PALETTE, quality.ENTROPY, "JPEG", "WebP"} <= codecs
     for name in ("results.json", "summary.md", "summary.json", "rd.png", "crops/im.png"):
         assert (tmp_path / "out" / name).is_file(), name

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .. import compress, decompress, images, load_model
+from ..entropy import DEFAULT_QUALITY
 from . import metrics, peers
 
 log = logging.getLogger("sdlite.bench")
@@ -21,6 +22,7 @@ log = logging.getLogger("sdlite.bench")
 CEILING = "autoencoder (unquantized)"
 PALETTE = "sdlite palette"
 ENTROPY = "sdlite entropy"
+DEFAULT_ENTROPY_SETTING = f"quality {DEFAULT_QUALITY} (default)"
 CROP = 256
 
 
@@ -110,6 +112,12 @@ def run(image_paths, *, model, out_dir, sweep_bpp=None, palette_fractions=None, 
             decoded_for_crops[PALETTE] = palette_decoded
             record(PALETTE, "default", None, len(data), palette_decoded)
         palette_bytes = cache.get(palette_key)["bytes"]
+        default_key = f"{path.name}|{ENTROPY}|{DEFAULT_ENTROPY_SETTING}"
+        if cache.get(default_key) is None:  # what compress(..., method="entropy") gives with no rate option
+            data = compress(image, model=model, method="entropy")
+            record(ENTROPY, DEFAULT_ENTROPY_SETTING, None, len(data), np.asarray(decompress(data, model=model)))
+        else:
+            record(ENTROPY, DEFAULT_ENTROPY_SETTING, None, None, None)
         budgets = [("palette-size", palette_bytes), ("half-palette-size", palette_bytes // 2)]
         budgets += [(f"{bpp:g}bpp", int(bpp * pixels / 8)) for bpp in (sweep_bpp or [])]
         budgets += [(f"{fraction:g}x-palette-size", int(fraction * palette_bytes)) for fraction in (palette_fractions or [])]
