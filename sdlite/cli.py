@@ -21,7 +21,8 @@ SDZ_SUFFIX = ".sdz"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _expand(inputs: list[str], suffixes: set[str]) -> list[Path]:
+def expand_inputs(inputs: list[str], suffixes: set[str]) -> list[Path]:
+    """Files named on a command line: folders expand to their files with one of `suffixes`, sorted."""
     files: list[Path] = []
     for name in inputs:
         path = Path(name)
@@ -78,7 +79,7 @@ def _run_batch(files, targets, work, args) -> int:
 
 
 def _cmd_compress(args) -> int:
-    files = _expand(args.inputs, IMAGE_SUFFIXES)
+    files = expand_inputs(args.inputs, IMAGE_SUFFIXES)
     if not files:
         raise OptionError("no input images found")
     targets = _targets(files, args, SDZ_SUFFIX)
@@ -96,7 +97,7 @@ def _cmd_compress(args) -> int:
 
 
 def _cmd_decompress(args) -> int:
-    files = _expand(args.inputs, {SDZ_SUFFIX})
+    files = expand_inputs(args.inputs, {SDZ_SUFFIX})
     if not files:
         raise OptionError("no .sdz inputs found")
     targets = _targets(files, args, ".png")
@@ -115,7 +116,7 @@ def _cmd_decompress(args) -> int:
 
 def _cmd_info(args) -> int:
     status = EXIT_OK
-    for path in _expand(args.inputs, {SDZ_SUFFIX}):
+    for path in expand_inputs(args.inputs, {SDZ_SUFFIX}):
         try:
             print(json.dumps({"file": str(path), **info(path.read_bytes())}))
         except (SdliteError, OSError) as exc:

@@ -7,15 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from ..cli import IMAGE_SUFFIXES, expand_inputs
 from ..errors import SdliteError
-
-
-def _image_files(names: list[str]) -> list[Path]:
-    files = []
-    for name in names:
-        path = Path(name)
-        files += sorted(p for p in path.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}) if path.is_dir() else [path]
-    return files
 
 
 def main(argv=None) -> int:
@@ -85,13 +78,13 @@ def main(argv=None) -> int:
         if args.command == "tiling":
             from . import tiling
 
-            print(tiling.run(_image_files(args.images), model=args.model, tiles=args.tiles, out_dir=args.out))
+            print(tiling.run(expand_inputs(args.images, IMAGE_SUFFIXES), model=args.model, tiles=args.tiles, out_dir=args.out))
             return 0
         if args.command == "quality":
             from . import quality
             from .lpips import LPIPS, load_weights
 
-            files = _image_files(args.images)
+            files = expand_inputs(args.images, IMAGE_SUFFIXES)
             lpips = None if args.no_lpips else LPIPS(load_weights(args.lpips_weights))
             quality.run(files, model=args.model, out_dir=args.out, sweep_bpp=args.sweep, palette_fractions=args.palette_fractions,
                         lpips=lpips, crops=not args.no_crops)

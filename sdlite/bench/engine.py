@@ -12,14 +12,13 @@ import time
 
 import numpy as np
 
+from ..tiling import DEFAULT_TILE
 
-def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, providers=None, tile="default") -> dict:
-    """tile: the VAE stages' tile in latent cells, None for one call, "default" for sdlite's default.
-    The unet stage is always one session call."""
+
+def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, providers=None, tile: int | None = DEFAULT_TILE) -> dict:
+    """tile: the VAE stages' tile in latent cells, None for one call. The unet stage is always one
+    session call."""
     from .. import load_model
-    from ..tiling import DEFAULT_TILE
-
-    tile = DEFAULT_TILE if tile == "default" else tile
 
     rng = np.random.default_rng(0)
     model = load_model(bundle, threads=threads, providers=providers)
@@ -63,15 +62,15 @@ def stage_parser(prog: str, description: str, source: str, source_help: str) -> 
     return parser
 
 
-def _tile_arg(value: str):
-    return value if value == "default" else None if value == "none" else int(value)
+def _tile_arg(value: str) -> int | None:
+    return None if value == "none" else int(value)
 
 
 def main(argv=None) -> int:
     parser = stage_parser("python -m sdlite.bench.engine", __doc__, "--bundle", "sdlite bundle")
     parser.add_argument("--providers", nargs="+")
-    parser.add_argument("--tile", type=_tile_arg, default="default",
-                        help="VAE tile in latent cells, or none (default: sdlite's default)")
+    parser.add_argument("--tile", type=_tile_arg, default=DEFAULT_TILE,
+                        help="VAE tile in latent cells, or none (default %(default)s, sdlite's default)")
     args = parser.parse_args(argv)
     row = run_stage(args.bundle, args.stage, args.size, args.threads, args.repeats, args.providers, args.tile)
     sys.stdout.write(json.dumps(row) + "\n")
