@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdlite.models import (
+from sdlite.bundle import (
     BUNDLE_FORMAT,
     MANIFEST,
     MODEL_FILE,

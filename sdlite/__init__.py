@@ -9,6 +9,7 @@ from .bitstream import DEFAULT_MAX_PIXELS
 from .codec import compress, compress_latents, decompress, decompress_latents, info
 from .errors import (
     BitstreamError,
+    BundleError,
     InvalidImageError,
     ModelMismatchError,
     ModelNotFoundError,
@@ -16,7 +17,7 @@ from .errors import (
     ProviderError,
     SdliteError,
 )
-from .models import Model, load_model
+from .model import Model, load_model
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "BitstreamError",
     "ModelNotFoundError",
     "ModelMismatchError",
+    "BundleError",
     "ProviderError",
     "OptionError",
     "__version__",

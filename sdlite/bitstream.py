@@ -1,16 +1,18 @@
 """The .sdz container: a versioned header, method parameters, payload and a CRC-32 (pure bytes).
 
-Layout (big-endian)::
+Layout of format version 3 (big-endian)::
 
     magic        4s   b"SDLZ"
     version      B    FORMAT_VERSION
     method       B    method id (see sdlite.methods)
+    latent_space B    latent space id (see sdlite.latent_space; 0: unknown)
     factor       B    latent downsample factor (8 for SD)
-    model_id     8s   raw bytes of the model's id (16 hex characters)
-    width        I    original image width in pixels
-    height       I    original image height in pixels
+    scale        B    coded resolution: the image was coded at its size * 8 / scale (8: full size)
+    model_id     8s   raw bytes of the encoder's model id (16 hex characters)
+    width        I    image width in pixels
+    height       I    image height in pixels
     channels     B    latent channels
-    latent_h     H    latent height (= ceil(height / factor))
+    latent_h     H    latent height (= ceil(coded height / factor))
     latent_w     H    latent width
     params_len   H    length of the method parameters
     params       ...  method parameters (integers only)
@@ -18,7 +20,8 @@ Layout (big-endian)::
     payload      ...
     crc32        I    CRC-32 of every byte before it
 
-Every field is validated before anything is allocated from it; any failure raises BitstreamError.
+Versions 1 and 2 had no latent_space and scale bytes (read as unknown and 8). Every field is validated
+before anything is allocated from it; any failure raises BitstreamError.
 """
 
 from __future__ import annotations
@@ -27,24 +30,36 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from . import latent_space as spaces
 from .errors import BitstreamError
 
 MAGIC = b"SDLZ"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-"""Version 1 held the entropy method's first context model (no longer decodable; sdlite.methods says
-so); its palette streams are the same as version 2's."""
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+"""Which methods' streams each version still decodes is the method's business (sdlite.methods)."""
 MODEL_ID_BYTES = 8
 MAX_SIDE = 65535 * 8
-"""Largest width or height the header can describe (latent sides are 16-bit)."""
+"""Largest width or height the header can describe at factor 8 (latent sides are 16-bit)."""
 DEFAULT_MAX_PIXELS = 2048 * 2048
 """Default ceiling on width*height for compress and decompress (SD's VAE attention grows with the
 square of the latent area: 2048x2048 already needs several GB on CPU). Pass max_pixels= to change it."""
+MAX_FACTOR = 64
+"""Largest latent downsample factor a stream may declare."""
+MAX_LATENT_CHANNELS = 64
+"""Most latent channels a stream may declare (SD 1.x/XL have 4, SD3 and Flux 16)."""
+LATENT_VALUES_PER_PIXEL = 0.25
+"""Bound on channels * latent_h * latent_w per image pixel allowed by max_pixels: 16 channels at factor
+8 need 0.25. A crafted stream with factor 1 or hundreds of channels is refused before any allocation."""
+SCALE_UNIT = 8
+"""The scale byte counts eighths: 8 is full size, 12 codes a 1.5x smaller image."""
+MAX_SCALE = 32
 
-_HEAD = struct.Struct(">4sBBB8sIIBHHH")
+_PREFIX = struct.Struct(">4sB")
+_HEAD_V3 = struct.Struct(">4sBBBBB8sIIBHHH")
+_HEAD_V2 = struct.Struct(">4sBBB8sIIBHHH")
 _PAYLOAD_LEN = struct.Struct(">I")
 _CRC = struct.Struct(">I")
-CONTAINER_OVERHEAD = _HEAD.size + _PAYLOAD_LEN.size + _CRC.size
+CONTAINER_OVERHEAD = _HEAD_V3.size + _PAYLOAD_LEN.size + _CRC.size
 """Bytes a stream spends outside method parameters and payload."""
 
 
@@ -58,12 +73,27 @@ class Header:
     factor: int = 8
     params: bytes = b""
     version: int = FORMAT_VERSION
+    latent_space: int = spaces.UNKNOWN_ID
+    scale: int = SCALE_UNIT
+
+    @property
+    def coded_size(self) -> tuple[int, int]:
+        """(width, height) of the image the latent was made from: the image's size divided by scale/8."""
+        return coded_size(self.width, self.height, self.scale)
+
+
+def coded_size(width: int, height: int, scale: int) -> tuple[int, int]:
+    """Integer maths only, so encoder and decoder agree: round(side * SCALE_UNIT / scale), at least 1."""
+    def side(n):
+        return max(1, (2 * n * SCALE_UNIT + scale) // (2 * scale))
+
+    return side(width), side(height)
 
 
 def model_id_bytes(model_id: str) -> bytes:
     try:
         raw = bytes.fromhex(model_id)
-    except ValueError:
+    except (ValueError, TypeError):
         raw = b""
     if len(raw) != MODEL_ID_BYTES:
         raise BitstreamError(f"model id must be {MODEL_ID_BYTES * 2} hex characters, got {model_id!r}")
@@ -71,12 +101,14 @@ def model_id_bytes(model_id: str) -> bytes:
 
 
 def pack(header: Header, payload: bytes) -> bytes:
+    if header.version != FORMAT_VERSION:
+        raise BitstreamError(f"this sdlite writes format version {FORMAT_VERSION} only")
     channels, latent_h, latent_w = header.latent_shape
     if len(header.params) > 0xFFFF:
         raise BitstreamError("method parameters exceed 65535 bytes")
     body = (
-        _HEAD.pack(
-            MAGIC, header.version, header.method, header.factor, model_id_bytes(header.model_id),
+        _HEAD_V3.pack(
+            MAGIC, header.version, header.method, header.latent_space, header.factor, header.scale, model_id_bytes(header.model_id),
             header.width, header.height, channels, latent_h, latent_w, len(header.params),
         )
         + header.params
@@ -87,23 +119,33 @@ def pack(header: Header, payload: bytes) -> bytes:
 
 
 def unpack(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[Header, bytes]:
-    """Parse and validate a stream; returns (header, payload)."""
+    """Parse and validate a stream; returns (header, payload). Method parameters longer than the
+    method allows for the declared shape, unknown methods and retired versions are refused here."""
+    from . import methods  # the registry imports nothing from here: no cycle at import time
+
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"compressed data must be bytes, got {type(data).__name__}")
     data = bytes(data)
-    minimum = _HEAD.size + _PAYLOAD_LEN.size + _CRC.size
     if len(data) < 4 or data[:4] != MAGIC:
         raise BitstreamError("not an sdlite stream (bad magic); expected data starting with b'SDLZ'")
-    if len(data) < minimum:
-        raise BitstreamError(f"truncated stream: {len(data)} bytes, a header alone needs {minimum}")
+    if len(data) < _PREFIX.size:
+        raise BitstreamError("truncated stream: no format version")
     version = data[4]
     if version not in READABLE_VERSIONS:
         raise BitstreamError(f"unsupported format version {version}; this sdlite reads versions {READABLE_VERSIONS}")
+    head = _HEAD_V3 if version >= 3 else _HEAD_V2
+    minimum = head.size + _PAYLOAD_LEN.size + _CRC.size
+    if len(data) < minimum:
+        raise BitstreamError(f"truncated stream: {len(data)} bytes, a header alone needs {minimum}")
     (stored_crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
     if zlib.crc32(data[: -_CRC.size]) != stored_crc:
         raise BitstreamError("integrity check failed (CRC-32 mismatch): the stream is corrupt or truncated")
-    (_, version, method, factor, raw_id, width, height, channels, latent_h, latent_w, params_len) = _HEAD.unpack_from(data)
-    offset = _HEAD.size
+    if version >= 3:
+        (_, _, method, space, factor, scale, raw_id, width, height, channels, latent_h, latent_w, params_len) = head.unpack_from(data)
+    else:
+        (_, _, method, factor, raw_id, width, height, channels, latent_h, latent_w, params_len) = head.unpack_from(data)
+        space, scale = spaces.UNKNOWN_ID, SCALE_UNIT
+    offset = head.size
     if offset + params_len + _PAYLOAD_LEN.size + _CRC.size > len(data):
         raise BitstreamError("truncated stream: method parameters run past the end")
     params = data[offset : offset + params_len]
@@ -114,36 +156,38 @@ def unpack(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple
         raise BitstreamError(
             f"payload length {payload_len} does not match the stream ({len(data) - offset - _CRC.size} bytes present)"
         )
-    header = Header(method, raw_id.hex(), width, height, (channels, latent_h, latent_w), factor, params, version)
+    header = Header(method, raw_id.hex(), width, height, (channels, latent_h, latent_w), factor, params, version, space, scale)
     validate_geometry(header, max_pixels=max_pixels)
+    method_spec = methods.by_id(method)
+    method_spec.check_version(version)
+    if channels > method_spec.max_channels:
+        raise BitstreamError(f"{method_spec.name} streams have at most {method_spec.max_channels} latent channels, this one claims {channels}")
+    if params_len > method_spec.max_params(header.latent_shape):
+        raise BitstreamError(f"{method_spec.name} parameters of {params_len} bytes exceed what a {header.latent_shape} latent needs")
     return header, data[offset : offset + payload_len]
 
 
-def inflate_bounded(data: bytes, limit: int, what: str) -> bytes:
-    """zlib-inflate at most `limit` bytes in one pass; more, less than a whole stream, trailing bytes or
-    corrupt data raise BitstreamError naming `what` (so a crafted stream cannot inflate without bound)."""
-    inflater = zlib.decompressobj()
-    try:
-        raw = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise BitstreamError(f"corrupt {what}: {exc}") from None
-    if len(raw) > limit or not inflater.eof or inflater.unused_data:
-        raise BitstreamError(f"corrupt {what}: not a complete deflate stream of at most {limit} bytes")
-    return raw
-
-
 def validate_geometry(header: Header, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """Every size field against the others and against max_pixels, before anything is allocated."""
     channels, latent_h, latent_w = header.latent_shape
-    if header.factor < 1:
-        raise BitstreamError("latent downsample factor must be at least 1")
+    if not 1 <= header.factor <= MAX_FACTOR:
+        raise BitstreamError(f"latent downsample factor {header.factor} is outside 1..{MAX_FACTOR}")
+    if not SCALE_UNIT <= header.scale <= MAX_SCALE:
+        raise BitstreamError(f"scale byte {header.scale} is outside {SCALE_UNIT}..{MAX_SCALE}")
     if header.width < 1 or header.height < 1:
         raise BitstreamError(f"invalid image size {header.width}x{header.height}")
     if max_pixels is not None and header.width * header.height > max_pixels:
         raise BitstreamError(
             f"image size {header.width}x{header.height} exceeds max_pixels={max_pixels}; pass a larger max_pixels to decode it"
         )
-    expected = (-(-header.height // header.factor), -(-header.width // header.factor))
+    if not 1 <= channels <= MAX_LATENT_CHANNELS:
+        raise BitstreamError(f"latent channel count {channels} is outside 1..{MAX_LATENT_CHANNELS}")
+    coded_w, coded_h = header.coded_size
+    expected = (-(-coded_h // header.factor), -(-coded_w // header.factor))
     if (latent_h, latent_w) != expected:
         raise BitstreamError(f"latent shape {latent_h}x{latent_w} does not fit image {header.width}x{header.height}")
-    if channels < 1:
-        raise BitstreamError("latent channel count must be at least 1")
+    if max_pixels is not None and channels * latent_h * latent_w > max(64, 1.1 * LATENT_VALUES_PER_PIXEL * max_pixels):
+        raise BitstreamError(
+            f"latent of {channels}x{latent_h}x{latent_w} values is larger than max_pixels={max_pixels} allows "
+            f"({LATENT_VALUES_PER_PIXEL:g} per pixel); pass a larger max_pixels to decode it"
+        )

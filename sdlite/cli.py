@@ -1,24 +1,39 @@
-"""python -m sdlite: compress / decompress / info, on single files or whole folders."""
+"""python -m sdlite: compress / decompress / info, on single files or whole folders.
+
+Outputs are written to a temporary file beside the target and moved into place in one step, so no
+partial file ever carries a final name; without --force an existing output is never replaced, even by
+another run writing into the same folder at the same time. Ctrl-C ends a batch with exit code 130.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
+import os
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
-from .codec import DEFAULT_METHOD, compress, decompress, info
-from .errors import ModelNotFoundError, OptionError, SdliteError
-from .methods import METHOD_NAMES
+from . import methods
 from .bitstream import DEFAULT_MAX_PIXELS
-from .models import load_model
+from .codec import DECODER_MISMATCH, DEFAULT_METHOD, compress, decompress, info
+from .errors import ModelNotFoundError, OptionError, SdliteError
+from .model import load_model
+from .resolution import AUTO, check_scale
+from .scheduler import DEFAULT_STEPS
 from .tiling import DEFAULT_TILE, check_tile
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 SDZ_SUFFIX = ".sdz"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class OutputExists(Exception):
+    """The target appeared (or was there) and --force was not given."""
 
 
 def expand_inputs(inputs: list[str], suffixes: set[str]) -> list[Path]:
@@ -40,8 +55,51 @@ def _targets(files: list[Path], args, suffix: str) -> list[Path]:
         return [Path(args.output)]
     folder = Path(args.out_dir) if args.out_dir else None
     if folder:
-        folder.mkdir(parents=True, exist_ok=True)
-    return [(folder or f.parent) / (f.stem + suffix) for f in files]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OptionError(f"cannot create --out-dir {folder}: {exc.strerror or exc}") from None
+    targets = [(folder or f.parent) / (f.stem + suffix) for f in files]
+    seen: dict[str, Path] = {}
+    clashes = []
+    for source, target in zip(files, targets):
+        key = os.path.normcase(os.path.abspath(target))
+        if key in seen:
+            clashes.append(f"{seen[key]} and {source} -> {target}")
+        seen.setdefault(key, source)
+    if clashes:
+        raise OptionError("several inputs map to one output (rename them or use separate --out-dir folders): " + "; ".join(clashes))
+    return targets
+
+
+def write_atomic(target: Path, write, *, force: bool) -> int:
+    """Call write(file) on a temporary file beside `target`, then move it into place: os.replace with
+    force, else a hard link that fails if the target exists (no-clobber in one step). Returns the size.
+    The temporary file is removed whatever happens, Ctrl-C included."""
+    target = Path(target)
+    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False)
+    temporary = Path(handle.name)
+    try:
+        with handle:
+            write(handle)
+        size = temporary.stat().st_size
+        temporary.chmod(0o644)
+        if force:
+            os.replace(temporary, target)
+            return size
+        try:
+            os.link(temporary, target)
+        except FileExistsError:
+            raise OutputExists(f"{target} exists (use --force to replace it)") from None
+        except OSError:  # a file system without hard links: reserve the name exclusively, then replace
+            try:
+                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            except FileExistsError:
+                raise OutputExists(f"{target} exists (use --force to replace it)") from None
+            os.replace(temporary, target)
+        return size
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _progress(done: int, total: int, name: str, detail: str) -> None:
@@ -51,46 +109,70 @@ def _progress(done: int, total: int, name: str, detail: str) -> None:
 
 
 def _run_batch(files, targets, work, args) -> int:
-    failures = 0
+    failures = done = 0
     total_in = total_out = pixels = 0
     started = time.perf_counter()
-    for i, (source, target) in enumerate(zip(files, targets), 1):
-        if target.exists() and not args.force:
-            failures += 1
-            _progress(i, len(files), source.name, f"skipped: {target} exists (use --force to replace)")
-            continue
-        t0 = time.perf_counter()
-        try:
-            size_in, size_out, area, compressed = work(source, target)
-        except (SdliteError, OSError) as exc:
-            failures += 1
-            _progress(i, len(files), source.name, f"error: {exc}")
-            continue
-        total_in += size_in
-        total_out += size_out
-        pixels += area
-        _progress(i, len(files), source.name, f"{size_in} -> {size_out} bytes, {8 * compressed / area if area else 0:.4f} bpp, {time.perf_counter() - t0:.2f} s")
-    done = len(files) - failures
+    try:
+        for i, (source, target) in enumerate(zip(files, targets), 1):
+            if target.exists() and not args.force:  # early skip; write_atomic makes the final check
+                failures += 1
+                _progress(i, len(files), source.name, f"skipped: {target} exists (use --force to replace it)")
+                continue
+            t0 = time.perf_counter()
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    size_in, size_out, area, compressed = work(source, target)
+            except OutputExists as exc:
+                failures += 1
+                _progress(i, len(files), source.name, f"skipped: {exc}")
+                continue
+            except (SdliteError, OSError) as exc:
+                failures += 1
+                _progress(i, len(files), source.name, f"error: {exc}")
+                continue
+            for warning in caught:
+                _progress(i, len(files), source.name, f"warning: {warning.message}")
+            done += 1
+            total_in += size_in
+            total_out += size_out
+            pixels += area
+            _progress(i, len(files), source.name,
+                      f"{size_in} -> {size_out} bytes, {8 * compressed / area if area else 0:.4f} bpp, {time.perf_counter() - t0:.2f} s")
+    except KeyboardInterrupt:
+        sys.stderr.write(f"interrupted after {done} of {len(files)} files; no partial output was left\n")
+        return EXIT_INTERRUPTED
     sys.stderr.write(
         f"{done} of {len(files)} files, {total_in} -> {total_out} bytes, {time.perf_counter() - started:.1f} s"
-        + (f", {failures} failed" if failures else "") + "\n"
+        + (f", {failures} failed or skipped" if failures else "") + "\n"
     )
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _check_common(args) -> None:
+    check_tile(args.tile)
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise OptionError(f"--max-pixels must be a positive integer, got {args.max_pixels}")
+    if args.threads is not None and args.threads < 1:
+        raise OptionError(f"--threads must be a positive integer, got {args.threads}")
 
 
 def _cmd_compress(args) -> int:
     files = expand_inputs(args.inputs, IMAGE_SUFFIXES)
     if not files:
         raise OptionError("no input images found")
+    _check_common(args)
+    methods.by_name(args.method).check_options(target_bytes=args.target_bytes, quality=args.quality)  # once, not per file
+    scale = AUTO if args.scale is None else args.scale
+    check_scale(scale)
     targets = _targets(files, args, SDZ_SUFFIX)
-    check_tile(args.tile)
     model = load_model(args.model, providers=args.providers, threads=args.threads)
 
     def work(source: Path, target: Path):
         stats: dict = {}
         data = compress(source, model=model, method=args.method, target_bytes=args.target_bytes, quality=args.quality,
-                        max_pixels=args.max_pixels, tile=args.tile, stats=stats)
-        target.write_bytes(data)
+                        scale=scale, max_pixels=args.max_pixels, tile=args.tile, stats=stats)
+        write_atomic(target, lambda f: f.write(data), force=args.force)
         return source.stat().st_size, len(data), stats["width"] * stats["height"], len(data)
 
     return _run_batch(files, targets, work, args)
@@ -100,23 +182,33 @@ def _cmd_decompress(args) -> int:
     files = expand_inputs(args.inputs, {SDZ_SUFFIX})
     if not files:
         raise OptionError("no .sdz inputs found")
+    _check_common(args)
+    if args.seed < 0:
+        raise OptionError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.steps < 1:
+        raise OptionError(f"--steps must be at least 1, got {args.steps}")
     targets = _targets(files, args, ".png")
-    check_tile(args.tile)
-    model = load_model(args.model, providers=args.providers, threads=args.threads)
+    preview = load_model(args.preview, providers=args.providers, threads=args.threads) if args.preview else None
+    model = None if preview is not None else load_model(args.model, providers=args.providers, threads=args.threads)
 
     def work(source: Path, target: Path):
         data = source.read_bytes()
-        image = decompress(data, model=model, denoise=args.denoise, denoise_steps=args.steps, seed=args.seed,
-                           max_pixels=args.max_pixels, tile=args.tile)
-        image.save(target)
-        return len(data), target.stat().st_size, image.width * image.height, len(data)
+        image = decompress(data, model=model, preview=preview, decoder_mismatch=args.decoder_mismatch, denoise=args.denoise,
+                           denoise_steps=args.steps, seed=args.seed, max_pixels=args.max_pixels, tile=args.tile)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        size = write_atomic(target, lambda f: f.write(buffer.getvalue()), force=args.force)
+        return len(data), size, image.width * image.height, len(data)
 
     return _run_batch(files, targets, work, args)
 
 
 def _cmd_info(args) -> int:
+    files = expand_inputs(args.inputs, {SDZ_SUFFIX})
+    if not files:
+        raise OptionError("no .sdz inputs found")
     status = EXIT_OK
-    for path in expand_inputs(args.inputs, {SDZ_SUFFIX}):
+    for path in files:
         try:
             print(json.dumps({"file": str(path), **info(path.read_bytes())}))
         except (SdliteError, OSError) as exc:
@@ -130,31 +222,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p, outputs=True):
+    def common(p):
         p.add_argument("inputs", nargs="+", help="files or folders")
         p.add_argument("--model", help="bundle path or name under models/ (default: $SDLITE_MODEL, else the only bundle in models/)")
         p.add_argument("--providers", nargs="+", help="onnxruntime providers, e.g. CPUExecutionProvider (default: CUDA if available, else CPU)")
         p.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
-        if outputs:
-            out = p.add_mutually_exclusive_group()
-            out.add_argument("-o", "--output", help="output file (one input only)")
-            out.add_argument("--out-dir", help="folder for outputs (default: beside each input)")
-            p.add_argument("--force", action="store_true", help="replace existing outputs")
-            p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="CELLS",
-                           help=f"run the networks by overlapping tiles of this many latent cells a side on larger images (default {DEFAULT_TILE})")
-            p.add_argument("--no-tile", dest="tile", action="store_const", const=None, help="never tile (needs more memory on large images)")
-            p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                           help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
+        out = p.add_mutually_exclusive_group()
+        out.add_argument("-o", "--output", help="output file (one input only)")
+        out.add_argument("--out-dir", help="folder for outputs (default: beside each input)")
+        p.add_argument("--force", action="store_true", help="replace existing outputs")
+        p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="CELLS",
+                       help=f"run the networks by overlapping tiles of this many latent cells a side on larger images (default {DEFAULT_TILE})")
+        p.add_argument("--no-tile", dest="tile", action="store_const", const=None, help="never tile (needs more memory on large images)")
+        p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                       help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
 
     c = sub.add_parser("compress", help="images -> .sdz")
     common(c)
-    c.add_argument("--method", choices=list(METHOD_NAMES.values()), default=DEFAULT_METHOD, help=f"codec method (default {DEFAULT_METHOD})")
+    c.add_argument("--method", choices=methods.names(), default=DEFAULT_METHOD, help=f"codec method (default {DEFAULT_METHOD})")
     c.add_argument("--target-bytes", type=int, help="size budget per image (method entropy)")
     c.add_argument("--quality", type=int, help="1..100, larger is bigger and better (method entropy)")
+    c.add_argument("--scale", type=float, help="code the image this many times smaller per side, 1..4 (default: automatic by budget)")
     d = sub.add_parser("decompress", help=".sdz -> PNG")
     common(d)
+    d.add_argument("--preview", metavar="MODEL", help="decode with this small decoder of the stream's latent space, no U-Net (e.g. a TAESD bundle)")
+    d.add_argument("--decoder-mismatch", choices=DECODER_MISMATCH, default="error",
+                   help="allow: decode with --model although another model of the same latent space encoded the stream (default error)")
     d.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=None, help="run the U-Net denoising steps (default: when the bundle has a U-Net)")
-    d.add_argument("--steps", type=int, default=2, help="U-Net steps when denoising (default 2)")
+    d.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"U-Net steps when denoising (default {DEFAULT_STEPS})")
     d.add_argument("--seed", type=int, default=0, help="noise seed for denoising (default 0)")
     i = sub.add_parser("info", help="print .sdz headers as JSON lines (no model needed)")
     i.add_argument("inputs", nargs="+")
@@ -170,6 +265,9 @@ def main(argv=None) -> int:
     commands = {"compress": _cmd_compress, "decompress": _cmd_decompress, "info": _cmd_info}
     try:
         return commands[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (OptionError, ModelNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

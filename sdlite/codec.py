@@ -3,36 +3,60 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import warnings
 
 import numpy as np
 from PIL import Image
 
 from . import bitstream, images, methods
+from . import latent_space as spaces
 from .errors import ModelMismatchError, OptionError
-from .models import Model, load_model
+from .model import Model, load_model
+from .resolution import AUTO, choose_scale, check_scale, scale_byte
 from .scheduler import DEFAULT_STEPS, DEFAULT_STRENGTH
 from .tiling import DEFAULT_TILE
 
 log = logging.getLogger("sdlite")
 
 DEFAULT_METHOD = "entropy"  # beats the palette at its bytes on every metric (BENCHMARKS.md)
+DECODER_MISMATCH = ("error", "allow")
+MAX_SEED = 2**63 - 1
+_warned_pairs: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
 
 
-def _method_options(method: int, dither, target_bytes, quality) -> dict:
-    options = {}
-    if method == methods.PALETTE:
-        if target_bytes is not None or quality is not None:
-            raise OptionError("target_bytes and quality apply to method 'entropy'; the palette method has a fixed rate")
-        options["dither"] = 1.0 if dither is None else float(dither)
-    else:
-        if dither is not None:
-            raise OptionError("dither applies to method 'palette' only")
-        if target_bytes is not None:
-            options["target_bytes"] = target_bytes
-        if quality is not None:
-            options["quality"] = quality
-    return options
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise OptionError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    return int(seed)
+
+
+def _encode_latents(array, method, *, dither, target_bytes, quality, stats_out=None):
+    spec = methods.by_name(method)
+    options = spec.check_options(dither=dither, target_bytes=target_bytes, quality=quality)
+    if "target_bytes" in options:
+        options["overhead"] = bitstream.CONTAINER_OVERHEAD
+    return spec, spec.encode(array, **options)
+
+
+def _check_latents(latents) -> np.ndarray:
+    array = np.asarray(latents)
+    if array.ndim == 4:
+        if array.shape[0] != 1:
+            raise OptionError(f"one latent at a time: got a batch of {array.shape[0]}")
+        array = array[0]
+    if array.ndim != 3:
+        raise OptionError(f"latents must have shape (C, h, w) or (1, C, h, w), got {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
+        raise OptionError(f"latents must be numbers, got dtype {array.dtype}")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise OptionError("latents contain NaN or infinity")
+    if not 1 <= array.shape[0] <= bitstream.MAX_LATENT_CHANNELS:
+        raise OptionError(f"latents must have 1 to {bitstream.MAX_LATENT_CHANNELS} channels, got {array.shape[0]}")
+    return array
 
 
 def compress_latents(
@@ -40,6 +64,7 @@ def compress_latents(
     *,
     model: Model | str | None = None,
     model_id: str | None = None,
+    latent_space: str | None = None,
     size: tuple[int, int] | None = None,
     method: str = DEFAULT_METHOD,
     dither: float | None = None,
@@ -51,26 +76,34 @@ def compress_latents(
     """Raw SD latents (C, h, w) or (1, C, h, w) -> .sdz bytes.
 
     Latents are *raw* (diffusers pipelines hand out latents multiplied by vae.config.scaling_factor:
-    divide by it first). The stream needs a model id: pass `model` (bundle or Model) or `model_id`.
+    divide by it first). The stream needs a model id: pass `model` (bundle or Model), or `model_id` (16
+    hex characters) with `latent_space` (e.g. "sd1", so that any decoder of that space may read it).
     size: the (width, height) the stream reports (default: latent size * downsample_factor)."""
-    array = np.asarray(latents)
-    if array.ndim == 4:
-        if array.shape[0] != 1:
-            raise OptionError(f"one latent at a time: got a batch of {array.shape[0]}")
-        array = array[0]
-    if array.ndim != 3:
-        raise OptionError(f"latents must have shape (C, h, w) or (1, C, h, w), got {array.shape}")
+    array = _check_latents(latents)
+    space_id = spaces.UNKNOWN_ID
     if model_id is None:
         if model is None:
             raise OptionError("compress_latents needs model= (a bundle) or model_id= (16 hex characters)")
         loaded = load_model(model)
-        model_id, downsample_factor = loaded.model_id, loaded.downsample_factor
+        model_id, downsample_factor, space_id = loaded.model_id, loaded.downsample_factor, loaded.info.latent_space_id
+        if array.shape[0] != loaded.latent_channels:
+            raise OptionError(f"latents have {array.shape[0]} channels, the model {loaded.latent_channels}")
+    elif latent_space is not None:
+        space = spaces.by_name(latent_space)
+        if (array.shape[0], downsample_factor) != (space.channels, space.factor):
+            raise OptionError(f"latents of {array.shape[0]} channels at factor {downsample_factor} are not of latent space {space.describe()}")
+        space_id = space.id
+    bitstream.model_id_bytes(model_id)  # a bad id fails before any coding work
+    if isinstance(downsample_factor, bool) or not isinstance(downsample_factor, int) or not 1 <= downsample_factor <= bitstream.MAX_FACTOR:
+        raise OptionError(f"downsample_factor must be an integer from 1 to {bitstream.MAX_FACTOR}, got {downsample_factor!r}")
     _, latent_h, latent_w = array.shape
     width, height = size or (latent_w * downsample_factor, latent_h * downsample_factor)
-    number = methods.method_id(method)
-    encoded = methods.encode(number, array, **_method_options(number, dither, target_bytes, quality))
-    header = bitstream.Header(number, model_id, width, height, array.shape, downsample_factor, encoded.params)
-    bitstream.validate_geometry(header, max_pixels=None)
+    spec, encoded = _encode_latents(array, method, dither=dither, target_bytes=target_bytes, quality=quality)
+    header = bitstream.Header(spec.id, model_id, width, height, array.shape, downsample_factor, encoded.params, latent_space=space_id)
+    try:
+        bitstream.validate_geometry(header, max_pixels=None)
+    except Exception as exc:
+        raise OptionError(f"size {size} does not fit latents of shape {array.shape} at factor {downsample_factor}: {exc}") from None
     data = bitstream.pack(header, encoded.payload)
     if stats is not None:
         stats.update(encoded.stats, bytes=len(data), width=width, height=height, bpp=8 * len(data) / (width * height))
@@ -85,6 +118,7 @@ def compress(
     dither: float | None = None,
     target_bytes: int | None = None,
     quality: int | None = None,
+    scale=AUTO,
     max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS,
     tile: int | None = DEFAULT_TILE,
     providers=None,
@@ -95,36 +129,106 @@ def compress(
 
     method: 'entropy' (the default: Haar bands, per-band quantization, context-modelled range coding;
     takes target_bytes or quality 1..100, default quality 50) or 'palette' (the seed method: 8-bit
-    latents, 256-colour dithered palette, deflate; fixed rate, takes dither). stats: pass a dict to
-    receive figures such as the count of clipped latents. tile: images over this many latent cells a
-    side (DEFAULT_TILE: 768 px with SD) are encoded by overlapping tiles, which bounds memory; None
-    never tiles."""
+    latents, 256-colour dithered palette, deflate; fixed rate, takes dither). scale: "auto" (the
+    default) codes a smaller image when the budget is too small for a full-size latent (see
+    sdlite.resolution), 1 never does, a number from 1 to 4 (in eighths) forces that reduction. stats:
+    pass a dict to receive figures such as the scale and the count of clipped latents. tile: images
+    over this many latent cells a side (DEFAULT_TILE: 768 px with SD) are encoded by overlapping
+    tiles, which bounds memory; None never tiles."""
     started = time.perf_counter()
+    spec = methods.by_name(method)
+    spec.check_options(dither=dither, target_bytes=target_bytes, quality=quality)  # every option error before any work
+    check_scale(scale)
     loaded = load_model(model, providers=providers, threads=threads)
     rgb = images.load_rgb(image, max_pixels=max_pixels)
     height, width = rgb.shape[:2]
-    padded = images.pad_to_multiple(rgb, loaded.downsample_factor)
-    latents = loaded.encode(images.to_tensor(padded), tile=tile)[0]
-    data = compress_latents(
-        latents, model_id=loaded.model_id, size=(width, height), method=method, dither=dither,
-        target_bytes=target_bytes, quality=quality, downsample_factor=loaded.downsample_factor, stats=stats,
-    )
-    log.info("compressed %dx%d to %d bytes in %.2f s", width, height, len(data), time.perf_counter() - started)
+
+    def encode_at(scale_value: int) -> np.ndarray:
+        coded_w, coded_h = bitstream.coded_size(width, height, scale_value)
+        pixels = rgb if (coded_w, coded_h) == (width, height) else images.resize(rgb, coded_w, coded_h)
+        padded = images.pad_to_multiple(pixels, loaded.downsample_factor)
+        return loaded.encode(images.to_tensor(padded), tile=tile)[0]
+
+    if scale == AUTO:
+        latents = encode_at(bitstream.SCALE_UNIT)
+        chosen, target_bytes = choose_scale(spec, latents, target_bytes=target_bytes, quality=quality)
+        if target_bytes is not None:
+            quality = None
+        if chosen != bitstream.SCALE_UNIT:
+            latents = encode_at(chosen)
+    else:
+        chosen = scale_byte(scale)
+        latents = encode_at(chosen)
+    spec, encoded = _encode_latents(latents, method, dither=dither, target_bytes=target_bytes, quality=quality)
+    header = bitstream.Header(spec.id, loaded.model_id, width, height, latents.shape, loaded.downsample_factor, encoded.params,
+                              latent_space=loaded.info.latent_space_id, scale=chosen)
+    bitstream.validate_geometry(header, max_pixels=None)
+    data = bitstream.pack(header, encoded.payload)
+    log.info("compressed %dx%d to %d bytes (scale %g) in %.2f s", width, height, len(data), chosen / bitstream.SCALE_UNIT,
+             time.perf_counter() - started)
     if stats is not None:
-        stats["seconds"] = time.perf_counter() - started
+        stats.update(encoded.stats, bytes=len(data), width=width, height=height, bpp=8 * len(data) / (width * height),
+                     scale=chosen / bitstream.SCALE_UNIT, seconds=time.perf_counter() - started)
     return data
 
 
 def decompress_latents(data: bytes, *, max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """.sdz bytes -> raw latents (1, C, h, w) float32, without any model."""
+    """.sdz bytes -> raw latents (1, C, h, w) float32, without any model. A stream coded at a reduced
+    scale holds the latent of the smaller image (info() gives its coded size)."""
     header, payload = bitstream.unpack(data, max_pixels=max_pixels)
-    return methods.decode(header.method, header.params, payload, header.latent_shape, header.version)[None]
+    return methods.by_id(header.method).decode(header.params, payload, header.latent_shape, header.version)[None]
+
+
+def _check_decoder(header: bitstream.Header, decoder: Model, *, preview: bool, decoder_mismatch: str) -> None:
+    """A stream decodes with the encoder's model, or with another decoder of the same known latent space
+    when the caller allows it (a preview always does). Raises ModelMismatchError otherwise."""
+    if header.factor != decoder.downsample_factor:
+        raise ModelMismatchError(
+            f"stream declares latent downsample factor {header.factor}, the model {decoder.path} has {decoder.downsample_factor}"
+        )
+    if header.latent_shape[0] != decoder.latent_channels:
+        raise ModelMismatchError(f"stream has {header.latent_shape[0]} latent channels, the model {decoder.path} has {decoder.latent_channels}")
+    if header.model_id == decoder.model_id:
+        if header.latent_space not in (spaces.UNKNOWN_ID, decoder.info.latent_space_id):
+            raise ModelMismatchError(
+                f"stream claims latent space {header.latent_space} for model {header.model_id}, whose bundle says {decoder.info.latent_space_name}"
+            )
+        return
+    stream_space = spaces.by_id(header.latent_space)
+    same_space = stream_space is not None and decoder.latent_space is not None and stream_space.id == decoder.latent_space.id
+    if not same_space:
+        theirs = stream_space.describe() if stream_space else "unknown"
+        ours = decoder.latent_space.describe() if decoder.latent_space else "unknown"
+        raise ModelMismatchError(
+            f"data was encoded with model {header.model_id} in latent space {theirs}; the model given ({decoder.path}, "
+            f"{decoder.model_id}) reads latent space {ours}. Decode with the encoder's model or another decoder of its latent space"
+        )
+    if preview:
+        return
+    if decoder_mismatch != "allow":
+        raise ModelMismatchError(
+            f"data was encoded with model {header.model_id} but the model given is {decoder.model_id} ({decoder.path}); both read "
+            f"latent space {stream_space.name}, so pass decoder_mismatch='allow' (CLI: --decoder-mismatch allow) to decode it "
+            "with this decoder, or decode with the encoder's model"
+        )
+    pair = (header.model_id, decoder.model_id)
+    with _warned_lock:
+        first = pair not in _warned_pairs
+        _warned_pairs.add(pair)
+    if first:
+        warnings.warn(
+            f"decoding a stream of model {header.model_id} with another decoder of latent space {stream_space.name} "
+            f"({decoder.model_id}, {decoder.path}): the picture will differ from the encoder's own decoding",
+            RuntimeWarning, stacklevel=3,
+        )
 
 
 def decompress(
     data: bytes,
     *,
     model: Model | str | None = None,
+    preview: Model | str | None = None,
+    decoder_mismatch: str = "error",
     denoise: bool | None = None,
     denoise_strength: float = DEFAULT_STRENGTH,
     denoise_steps: int = DEFAULT_STEPS,
@@ -136,36 +240,46 @@ def decompress(
 ) -> Image.Image:
     """.sdz bytes -> PIL RGB image of the original size.
 
-    denoise: run the bundle's U-Net for denoise_steps DDIM steps from denoise_strength (default: when
-    the bundle has a U-Net). seed fixes the noise of that step, so decoding is reproducible. tile: latents
-    over this many cells a side go through the U-Net and the VAE decoder by overlapping tiles (None:
-    never)."""
+    preview: a bundle (path, name or Model) of the stream's latent space whose VAE decoder decodes it
+    instead of `model`, without U-Net denoising: the fast path for thumbnails (e.g. TAESD for SD 1.x).
+    decoder_mismatch: "error" (the default) refuses a model other than the encoder's; "allow" decodes
+    with another model of the same latent space and warns once. denoise: run the bundle's U-Net for
+    denoise_steps DDIM steps from denoise_strength (default: when the bundle has a U-Net). seed fixes
+    the noise of that step, so decoding is reproducible. tile: latents over this many cells a side go
+    through the U-Net and the VAE decoder by overlapping tiles (None: never)."""
+    if decoder_mismatch not in DECODER_MISMATCH:
+        raise OptionError(f"decoder_mismatch must be one of {', '.join(DECODER_MISMATCH)}, got {decoder_mismatch!r}")
+    seed = _check_seed(seed)
     header, payload = bitstream.unpack(data, max_pixels=max_pixels)
-    loaded = load_model(model, providers=providers, threads=threads)
-    if header.model_id != loaded.model_id:
-        raise ModelMismatchError(
-            f"data was encoded with model {header.model_id} but the model given is {loaded.model_id} ({loaded.path}); "
-            "decode with the encoder's model"
-        )
-    if header.latent_shape[0] != loaded.latent_channels:
-        raise ModelMismatchError(f"stream has {header.latent_shape[0]} latent channels, the model {loaded.latent_channels}")
-    latents = methods.decode(header.method, header.params, payload, header.latent_shape, header.version)[None]
+    decoder = load_model(preview if preview is not None else model, providers=providers, threads=threads)
+    _check_decoder(header, decoder, preview=preview is not None, decoder_mismatch=decoder_mismatch)
+    latents = methods.by_id(header.method).decode(header.params, payload, header.latent_shape, header.version)[None]
     if denoise is None:
-        denoise = loaded.has_unet
+        denoise = decoder.has_unet and preview is None
     if denoise:
-        latents = loaded.denoise(latents, strength=denoise_strength, steps=denoise_steps, seed=seed, tile=tile)
-    return images.to_image(loaded.decode(latents, tile=tile), header.width, header.height)
+        latents = decoder.denoise(latents, strength=denoise_strength, steps=denoise_steps, seed=seed, tile=tile)
+    coded_w, coded_h = header.coded_size
+    image = images.to_image(decoder.decode(latents, tile=tile), coded_w, coded_h)
+    if (coded_w, coded_h) != (header.width, header.height):
+        image = images.resize_image(image, header.width, header.height)
+    return image
 
 
 def info(data: bytes) -> dict:
     """What a stream's header says (no model needed)."""
     header, payload = bitstream.unpack(data, max_pixels=None)
+    space = spaces.by_id(header.latent_space)
+    coded_w, coded_h = header.coded_size
     return {
         "format_version": header.version,
-        "method": methods.METHOD_NAMES.get(header.method, f"unknown({header.method})"),
+        "method": methods.by_id(header.method).name,
         "model_id": header.model_id,
+        "latent_space": space.name if space else "unknown",
         "width": header.width,
         "height": header.height,
+        "scale": header.scale / bitstream.SCALE_UNIT,
+        "coded_width": coded_w,
+        "coded_height": coded_h,
         "latent_shape": list(header.latent_shape),
         "downsample_factor": header.factor,
         "payload_bytes": len(payload),

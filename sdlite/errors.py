@@ -8,6 +8,7 @@ __all__ = [
     "BitstreamError",
     "ModelNotFoundError",
     "ModelMismatchError",
+    "BundleError",
     "ProviderError",
     "OptionError",
 ]
@@ -31,6 +32,10 @@ class ModelNotFoundError(SdliteError, FileNotFoundError):
 
 class ModelMismatchError(SdliteError):
     """The data was encoded with another model than the one given for decoding."""
+
+
+class BundleError(SdliteError):
+    """A model bundle is unreadable or damaged (bad manifest, a file truncated or changed since export)."""
 
 
 class ProviderError(SdliteError, RuntimeError):

@@ -6,7 +6,9 @@ Rules (documented in README):
 - Grayscale and palette images become RGB; 16-bit images are rounded to 8 bits.
 - Alpha: the codec stores colour only. Pixels are composited onto a white background, and a warning is
   issued if any pixel is not fully opaque.
-- Sizes: width and height >= MIN_SIDE; width*height <= max_pixels (checked before pixels are decoded).
+- Sizes: width and height >= MIN_SIDE; width*height <= max_pixels (checked before pixels are decoded);
+  Pillow's decompression-bomb refusal becomes InvalidImageError.
+- Animated images: the first frame, with a warning.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def _from_pil(image: Image.Image, max_pixels: int | None) -> np.ndarray:
         rgba = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
     except InvalidImageError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise InvalidImageError(f"refusing a possible decompression bomb: {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidImageError(f"cannot decode image: {exc}") from None
     _check_size(rgba.shape[1], rgba.shape[0], max_pixels)  # EXIF rotation may swap sides
@@ -106,10 +110,18 @@ def load_rgb(image, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarra
         )
     try:
         opened = Image.open(source)
-    except (UnidentifiedImageError, OSError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise InvalidImageError(f"refusing a possible decompression bomb: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InvalidImageError(f"cannot read image: {exc}") from None
     with opened:
-        return _from_pil(opened, max_pixels)
+        frames = getattr(opened, "n_frames", 1)
+        if frames > 1:
+            warnings.warn(f"the image has {frames} frames; sdlite compresses the first one only", stacklevel=2)
+        try:
+            return _from_pil(opened, max_pixels)
+        except Image.DecompressionBombError as exc:
+            raise InvalidImageError(f"refusing a possible decompression bomb: {exc}") from None
 
 
 def pad_to_multiple(rgb: np.ndarray, factor: int) -> np.ndarray:
@@ -124,6 +136,16 @@ def pad_to_multiple(rgb: np.ndarray, factor: int) -> np.ndarray:
 def to_tensor(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1]."""
     return (rgb.astype(np.float32).transpose(2, 0, 1)[None] / np.float32(127.5) - np.float32(1.0)).astype(np.float32)
+
+
+def resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (height, width, 3) uint8 with Lanczos filtering (a reduced coding scale)."""
+    return np.asarray(Image.fromarray(rgb, "RGB").resize((width, height), Image.LANCZOS))
+
+
+def resize_image(image: Image.Image, width: int, height: int) -> Image.Image:
+    """A decoded image of the coded size back to the original size (Lanczos)."""
+    return image.resize((width, height), Image.LANCZOS)
 
 
 def to_image(sample: np.ndarray, width: int, height: int) -> Image.Image:

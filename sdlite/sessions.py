@@ -3,7 +3,8 @@
 Sessions are keyed by (model file, providers, thread count) so that every Model pointing at the same
 file shares one session. onnxruntime's InferenceSession.run is thread-safe. Creation is guarded by one
 lock per key, so a thread building a slow session (the full U-Net takes ~20 s) does not hold up
-threads that want other sessions.
+threads that want other sessions. Whether CUDA attached is checked on every request, cached or not,
+so a strict request after a lenient one of the same file still raises.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def default_providers() -> list[str]:
     return [CUDA, CPU] if CUDA in ort.get_available_providers() else [CPU]
 
 
-def resolve_providers(providers) -> list[str]:
+def resolve_providers(providers) -> list:
     if providers is None:
         return default_providers()
     if isinstance(providers, str):
@@ -42,6 +43,19 @@ def resolve_providers(providers) -> list[str]:
 
 def _provider_name(provider) -> str:
     return provider[0] if isinstance(provider, tuple) else provider
+
+
+def check_attached(session, wanted, path: str, *, strict: bool, warn: bool = True) -> None:
+    """Warn (or raise ProviderError when strict) if CUDA was requested for `path` but did not attach."""
+    if CUDA not in [_provider_name(p) for p in wanted]:
+        return
+    attached = session.get_providers()
+    if CUDA not in attached:
+        message = f"CUDAExecutionProvider was requested for {os.path.basename(path)} but did not attach; running on {attached}"
+        if strict:
+            raise ProviderError(message)
+        if warn:
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def create_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False):
@@ -56,31 +70,28 @@ def create_session(path: str, providers=None, *, threads: int | None = None, str
         options.inter_op_num_threads = 1
     log.debug("creating session for %s with %s", path, wanted)
     session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
-    attached = session.get_providers()
-    if CUDA in [_provider_name(p) for p in wanted] and CUDA not in attached:
-        message = f"CUDAExecutionProvider was requested for {os.path.basename(path)} but did not attach; running on {attached}"
-        if strict:
-            raise ProviderError(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    check_attached(session, wanted, path, strict=strict)
     return session
 
 
 def cached_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False):
     """The shared session for (path, providers, threads), created on first use."""
-    key = (os.path.realpath(path), tuple(map(str, resolve_providers(providers))), threads)
+    wanted = resolve_providers(providers)
+    key = (os.path.realpath(path), tuple(map(str, wanted)), threads)
     with _lock:
         session = _cache.get(key)
-        if session is not None:
-            return session
         key_lock = _key_locks.setdefault(key, threading.Lock())
-    with key_lock:
-        with _lock:
-            session = _cache.get(key)
-        if session is None:  # nobody built it while this thread waited for the key
-            session = create_session(path, providers, threads=threads, strict=strict)
+    if session is None:
+        with key_lock:
             with _lock:
-                _cache[key] = session
-        return session
+                session = _cache.get(key)
+            if session is None:  # nobody built it while this thread waited for the key
+                session = create_session(path, wanted, threads=threads, strict=strict)
+                with _lock:
+                    _cache[key] = session
+                return session
+    check_attached(session, wanted, path, strict=strict, warn=False)  # the builder already warned
+    return session
 
 
 def clear_cache() -> None:

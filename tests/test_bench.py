@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdlite.bench import lpips as lp
-from sdlite.bench import metrics, peers
+from bench import lpips as lp
+from bench import metrics, peers
 
 from .conftest import EXPORT_STACK
 
@@ -17,7 +17,7 @@ from .conftest import EXPORT_STACK
 def lpips_weights():
     path = lp.default_weights_path()
     if not path.is_file():
-        pytest.skip(f"LPIPS weights absent at {path}: run `python -m sdlite.bench fetch-lpips` (.ci/run does)")
+        pytest.skip(f"LPIPS weights absent at {path}: run `python -m bench fetch-lpips` (.ci/run does)")
     return lp.load_weights(path)
 
 
@@ -98,7 +98,7 @@ def test_peers_fit_the_budget():
 
 @pytest.mark.skipif(not EXPORT_STACK, reason="export extra not installed: no tiny bundle")
 def test_quality_harness_smoke(tiny_bundle, tmp_path, photo):
-    from sdlite.bench import quality
+    from bench import quality
 
     path = tmp_path / "im.png"
     Image.fromarray(np.tile(photo, (4, 4, 1))).save(path)  # 180x280
@@ -120,7 +120,7 @@ def test_quality_harness_smoke(tiny_bundle, tmp_path, photo):
 
 
 def test_tiling_benchmark_smoke(fake_model, tmp_path, photo):
-    from sdlite.bench import tiling
+    from bench import tiling
 
     path = tmp_path / "im.png"
     Image.fromarray(np.tile(photo, (6, 4, 1))).save(path)  # 270x280: 34x35 latent cells
@@ -135,7 +135,7 @@ def test_tiling_benchmark_smoke(fake_model, tmp_path, photo):
 def test_speed_harness_smoke(tiny_bundle, tmp_path):
     from export.tiny import save_tiny_pipeline
 
-    from sdlite.bench.__main__ import main
+    from bench.__main__ import main
 
     pipeline = save_tiny_pipeline(tmp_path / "pipeline")  # same seed as the tiny bundle: same weights
     assert main(["speed", "--bundle", str(tiny_bundle), "--pipeline", str(pipeline), "--size", "64", "--out", str(tmp_path / "s")]) == 0
@@ -163,7 +163,7 @@ def test_lpips_reproduces_the_published_vaelight_figures(lpips_weights, vaelight
 def test_device_wheel_parts_join_and_are_checked(tmp_path):
     import hashlib
 
-    from sdlite.bench import device
+    from bench import device
 
     data = bytes(range(256)) * 1000
     parts, wheels = tmp_path / "parts", tmp_path / "py"

@@ -119,7 +119,12 @@ def test_random_bytes_raise_bitstream_error(blob):
 
 
 def _with_version(data: bytes, version: int) -> bytes:
-    return _recrc(data[:4] + bytes([version]) + data[5:-4])
+    """The same stream in the layout of format version 1 or 2 (no latent-space and scale bytes)."""
+    header, payload = bs.unpack(data)
+    channels, latent_h, latent_w = header.latent_shape
+    head = struct.pack(">4sBBB8sIIBHHH", bs.MAGIC, version, header.method, header.factor, bytes.fromhex(header.model_id),
+                       header.width, header.height, channels, latent_h, latent_w, len(header.params))
+    return _recrc(head + header.params + struct.pack(">I", len(payload)) + payload)
 
 
 def test_version_1_palette_streams_still_decode_but_entropy_ones_name_the_problem():
@@ -128,3 +133,6 @@ def test_version_1_palette_streams_still_decode_but_entropy_ones_name_the_proble
     entropy = compress_latents(_latents(), model_id=MODEL_ID, method="entropy")
     with pytest.raises(BitstreamError, match="format version 1.*pre-release"):
         decompress_latents(_with_version(entropy, 1))
+    old = _with_version(entropy, 2)  # version 2 streams read as latent space unknown, full scale
+    assert np.array_equal(decompress_latents(old), decompress_latents(entropy))
+    assert info(old)["latent_space"] == "unknown" and info(old)["scale"] == 1.0

@@ -6,9 +6,10 @@ from hypothesis.extra import numpy as hnp
 
 from sdlite import BitstreamError, OptionError, decompress_latents, info
 from sdlite import bitstream as bs
-from sdlite import entropy
 from sdlite import methods
 from sdlite.codec import compress_latents
+from sdlite.methods import entropy
+from sdlite.methods.entropy import coder, context, params, probability, rate, transform
 
 MODEL_ID = "a1b2c3d4e5f60718"
 
@@ -20,13 +21,13 @@ def _latents(shape=(4, 12, 18), seed=0):
 
 
 def _reconstruction_of(plan):
-    steps = entropy.group_steps(plan.step_q, plan.gains_q, plan.levels, plan.shape[0])
+    steps = transform.group_steps(plan.step_q, plan.gains_q, plan.levels, plan.shape[0])
     groups, first = [], 0
     for symbols, group_step in zip(plan.symbols, steps):
-        means = np.array(plan.means_q[first : first + len(symbols)], dtype=np.float64)[:, None, None] / entropy.MEAN_SCALE
+        means = np.array(plan.means_q[first : first + len(symbols)], dtype=np.float64)[:, None, None] / params.MEAN_SCALE
         groups.append(means + symbols * group_step[:, None, None])
         first += len(symbols)
-    return entropy.recompose(groups, plan.shape, plan.levels)
+    return transform.recompose(groups, plan.shape, plan.levels)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -34,28 +35,28 @@ def _reconstruction_of(plan):
     latents=hnp.arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 9), st.integers(1, 9)),
                        elements=st.floats(-40, 40, width=32)),
     step=st.floats(0.05, 8.0),
-    levels=st.sampled_from(entropy.LEVELS),
+    levels=st.sampled_from(transform.LEVELS),
 )
 def test_symbols_round_trip_exactly(latents, step, levels):
     plan = entropy.plan_for_step(latents, step, levels=levels)
-    decoded = entropy.decode(plan.params(), plan.payload(), latents.shape)
+    decoded = entropy.decode(plan.params().pack(), coder.encode_payload(plan), latents.shape, 3)
     assert decoded.shape == latents.shape
     assert np.array_equal(decoded, _reconstruction_of(plan).astype(np.float32))
 
 
-@pytest.mark.parametrize("levels", entropy.LEVELS)
+@pytest.mark.parametrize("levels", transform.LEVELS)
 def test_transform_is_invertible_for_odd_sizes(levels):
     z = _latents((3, 7, 11)).astype(np.float64)
-    groups = entropy.decompose(z, levels)
-    assert [g.shape for g in groups] == entropy.group_shapes(z.shape, levels)
-    assert np.allclose(entropy.recompose(groups, z.shape, levels), z)
+    groups = transform.decompose(z, levels)
+    assert [g.shape for g in groups] == transform.group_shapes(z.shape, levels)
+    assert np.allclose(transform.recompose(groups, z.shape, levels), z)
 
 
 def test_error_is_bounded_by_the_step():
     z = _latents()
     data = compress_latents(z, model_id=MODEL_ID, method="entropy", quality=90)
     back = decompress_latents(data)[0]
-    step = entropy.quality_to_step(90) * max(entropy.DEFAULT_BAND_GAINS)
+    step = rate.quality_to_step(90) * max(transform.DEFAULT_BAND_GAINS)
     assert np.max(np.abs(back - z)) <= 4 * step  # two Haar levels: each value mixes 16 half-step errors
     assert info(data)["method"] == "entropy"
 
@@ -130,7 +131,7 @@ def test_same_latents_same_bytes_across_thread_counts(monkeypatch):
 def test_contexts_only_look_at_earlier_wavefronts(height, width):
     """The encoder evaluates contexts on whole planes; the decoder front by front. That is the same
     computation only if every neighbour a context reads was decoded on an earlier front."""
-    layout = entropy.Layout(height, width)
+    layout = context.Layout(height, width)
     front_of = np.full(layout.zero + 1, -1)  # the always-zero cell counts as decoded before anything
     for t, front in enumerate(layout.fronts):
         front_of[front] = t
@@ -141,10 +142,10 @@ def test_contexts_only_look_at_earlier_wavefronts(height, width):
 
 
 def test_residual_tables_are_centred_on_the_fractional_prediction():
-    tables = entropy.residual_tables([0, 100, 200, 255], -6, 7)
-    assert tables.shape == (4, entropy.FRACTIONS, 14)
+    tables = probability.residual_tables([0, 100, 200, 255], -6, 7)
+    assert tables.shape == (4, context.FRACTIONS, 14)
     assert np.allclose(tables.sum(axis=2), 1.0) and (tables > 0).all()
-    zero, half = 6, entropy.FRACTIONS // 2
+    zero, half = 6, context.FRACTIONS // 2
     for row in tables[1:]:
         assert row[0].argmax() == zero and np.isclose(row[0][zero - 1], row[0][zero + 1])  # centred on r = 0
         assert np.isclose(row[half][zero], row[half][zero + 1])  # halfway between r = 0 and r = 1
@@ -155,7 +156,7 @@ def test_residual_tables_are_centred_on_the_fractional_prediction():
 
 def test_predictions_split_into_integer_and_fraction():
     feats = np.array([[3, -5, 0, 7]])
-    below, fraction = entropy.predict(feats, np.array([entropy.WEIGHT_SCALE // 2]))  # weight 0.5
+    below, fraction = context.predict(feats, np.array([context.WEIGHT_SCALE // 2]))  # weight 0.5
     assert below.tolist() == [1, -3, 0, 3] and fraction.tolist() == [4, 4, 0, 4]  # 1.5, -2.5, 0, 3.5
 
 
@@ -164,12 +165,12 @@ def test_crafted_huge_alphabets_are_refused_before_building_tables():
 
     z = _latents((8, 6, 6))
     plan = entropy.plan_for_step(z, 1.0)
-    raw = bytearray(plan.raw_params())
+    raw = bytearray(plan.params().raw())
     planes = 4 * 8
     for i in range(planes):  # every plane claims residuals -2000..2000: legal alone, 128k symbols in all
-        offset = entropy._GLOBAL.size + i * entropy._PLANE.size
-        mean, _, _, base, slope = entropy._PLANE.unpack_from(raw, offset)
-        entropy._PLANE.pack_into(raw, offset, mean, -2000, 2000, base, slope)
+        offset = params.GLOBAL.size + i * params.PLANE.size
+        mean, _, _, base, slope = params.PLANE.unpack_from(raw, offset)
+        params.PLANE.pack_into(raw, offset, mean, -2000, 2000, base, slope)
     header = bs.Header(methods.ENTROPY, MODEL_ID, 48, 48, z.shape, params=zlib.compress(bytes(raw)))
     with pytest.raises(BitstreamError, match="in all"):
-        decompress_latents(bs.pack(header, plan.payload()))
+        decompress_latents(bs.pack(header, coder.encode_payload(plan)))

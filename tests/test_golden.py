@@ -37,7 +37,7 @@ def _digest(latents: np.ndarray) -> str:
 
 
 def _regenerate() -> None:
-    from sdlite import entropy
+    from sdlite.methods import entropy
 
     expected = {}
     for seed, (name, options) in enumerate(CASES.items()):

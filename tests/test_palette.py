@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sdlite.palette import PALETTE_SIZE, apply_palette, build_palette, dither
+from sdlite.methods.palette.colours import PALETTE_SIZE, apply_palette, build_palette, dither
 
 
 def _latent_image(seed=0, shape=(24, 32, 4)):

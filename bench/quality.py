@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .. import compress, decompress, images, load_model
-from ..entropy import DEFAULT_QUALITY
+from sdlite import compress, decompress, images, load_model
+from sdlite.methods.entropy import DEFAULT_QUALITY
 from . import metrics, peers
 
-log = logging.getLogger("sdlite.bench")
+log = logging.getLogger("bench")
 
 CEILING = "autoencoder (unquantized)"
 PALETTE = "sdlite palette"
@@ -27,13 +27,16 @@ CROP = 256
 
 
 def codec_fingerprint() -> str:
-    """Hash of the sdlite sources that shape its streams: cached sdlite rows are reused only while it holds."""
+    """Hash of sdlite's sources: cached sdlite rows are reused only while they are unchanged."""
     import hashlib
 
-    package = Path(__file__).resolve().parents[1]
+    import sdlite
+
+    package = Path(sdlite.__file__).resolve().parent
     digest = hashlib.sha256()
-    for name in ("codec.py", "methods.py", "entropy.py", "palette.py", "quantize.py", "images.py", "bitstream.py"):
-        digest.update((package / name).read_bytes())
+    for path in sorted(package.rglob("*.py")):
+        if path.name not in ("cli.py", "__main__.py"):
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -214,7 +217,7 @@ def plot(summary: list[dict], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log.warning("matplotlib is not installed (pip install sdlite[bench]): no RD plot")
+        log.warning("matplotlib is not installed (pip install -e .[bench]): no RD plot")
         return
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     codecs = sorted({s["codec"] for s in summary if s["codec"] != CEILING})

@@ -30,7 +30,7 @@ def import_time(env: dict, runs: int = 3) -> float:
 
 def codec_maths(size: int, repeats: int) -> dict:
     """Latent codec alone (numpy): quantize + palette + deflate, and the entropy method, both ways."""
-    from .. import compress_latents, decompress_latents
+    from sdlite import compress_latents, decompress_latents
 
     z = np.random.default_rng(0).normal(0, 4, (4, size // 8, size // 8)).astype(np.float32)
     out = {}
@@ -51,7 +51,7 @@ def run(args) -> str:
     """Run the benchmark; write speed.json and speed.md into args.out; return the markdown."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[1])  # the repository: bench/ and export/ are not installed packages
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     common = ["--size", str(args.size), "--threads", str(args.threads), "--repeats", str(args.repeats)]
@@ -59,8 +59,8 @@ def run(args) -> str:
     torch_extra = ["--device", args.torch_device, "--dtype", args.torch_dtype]
     rows = []
     for stage in STAGES:
-        for engine, module, source in (("onnxruntime", "sdlite.bench.engine", ["--bundle", args.bundle, *ort_extra]),
-                                       ("torch", "export.reference", ["--pipeline", args.pipeline, *torch_extra])):
+        for engine, module, source in (("onnxruntime", "bench.engine", ["--bundle", args.bundle, *ort_extra]),
+                                       ("torch", "bench.reference", ["--pipeline", args.pipeline, *torch_extra])):
             sys.stderr.write(f"{stage} on {engine} ...\n")
             row = _subprocess_json(["-m", module, *source, "--stage", stage, *common], env)
             sys.stderr.write(f"  {np.min(row['run_s']):.2f} s, load {row['load_s']:.2f} s, peak RSS {row['peak_rss_mb']:.0f} MB\n")

@@ -1,6 +1,6 @@
 """The PyTorch/diffusers reference of sdlite's pipeline stages, for the speed benchmark.
 
-python -m export.reference --pipeline FOLDER --stage encode|unet|decode --size 512 --threads 2
+python -m bench.reference --pipeline FOLDER --stage encode|unet|decode --size 512 --threads 2
 prints one JSON line: load seconds, per-run seconds, peak RSS. One process per stage, so that peak
 memory belongs to that stage alone."""
 
@@ -60,9 +60,9 @@ def run_stage(pipeline: str, stage: str, size: int, threads: int, repeats: int, 
 
 
 def main(argv=None) -> int:
-    from sdlite.bench.engine import stage_parser
+    from .engine import stage_parser
 
-    parser = stage_parser("python -m export.reference", __doc__, "--pipeline", "diffusers folder")
+    parser = stage_parser("python -m bench.reference", __doc__, "--pipeline", "diffusers folder")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="fp16 applies to the U-Net only")
     args = parser.parse_args(argv)

@@ -4,10 +4,10 @@ The device image has Python 3.12, torch (CUDA 13) and a CPU onnxruntime, but no 
 constriction, and transformers 5 (optimum-onnx 0.1.0 needs < 4.58). Nothing can be fetched there, and
 one call carries at most 64 MiB, while onnxruntime-gpu's wheel is 255 MB. So:
 
-- here: `python -m sdlite.bench device-wheels` downloads the wheels into .whl/py/ and splits
+- here: `python -m bench device-wheels` downloads the wheels into .whl/py/ and splits
   onnxruntime-gpu into .whl/ort-1/ ... (each under CHUNK_BYTES), with its sha256;
 - device, one call per chunk: copy the chunk to /tmp/ortparts (the warm machine keeps /tmp);
-- device, last call: `python3 -m sdlite.bench device-install` joins and checks the wheel and installs
+- device, last call: `python3 -m bench device-install` joins and checks the wheel and installs
   everything into /tmp/site, then the benchmark runs with PYTHONPATH=/tmp/site.
 """
 

@@ -1,6 +1,6 @@
 """One stage of sdlite's pipeline on onnxruntime, in its own process (the speed benchmark's ORT side).
 
-python -m sdlite.bench.engine --bundle B --stage encode|unet|decode --size 512 --threads 2 [--tile N|none]"""
+python -m bench.engine --bundle B --stage encode|unet|decode --size 512 --threads 2 [--tile N|none]"""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import time
 
 import numpy as np
 
-from ..tiling import DEFAULT_TILE
+from sdlite.tiling import DEFAULT_TILE
 
 
 def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, providers=None, tile: int | None = DEFAULT_TILE) -> dict:
     """tile: the VAE stages' tile in latent cells, None for one call. The unet stage is always one
     session call."""
-    from .. import load_model
+    from sdlite import load_model
+    from sdlite.model import feed_inputs
 
     rng = np.random.default_rng(0)
     model = load_model(bundle, threads=threads, providers=providers)
@@ -37,7 +38,7 @@ def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, pr
         sample = rng.normal(0, 1, (1, 4, latent, latent)).astype(np.float32)
         text = model.uncond_embedding
         names = [i.name for i in session.get_inputs()]
-        feed = model._feed(session, {names[0]: sample, "timestep": np.array(40, np.float32), "encoder_hidden_states": text})
+        feed = feed_inputs(session, {names[0]: sample, "timestep": np.array(40, np.float32), "encoder_hidden_states": text})
         call = lambda: session.run(None, feed)  # noqa: E731
     call()  # warm-up
     times = []
@@ -67,7 +68,7 @@ def _tile_arg(value: str) -> int | None:
 
 
 def main(argv=None) -> int:
-    parser = stage_parser("python -m sdlite.bench.engine", __doc__, "--bundle", "sdlite bundle")
+    parser = stage_parser("python -m bench.engine", __doc__, "--bundle", "sdlite bundle")
     parser.add_argument("--providers", nargs="+")
     parser.add_argument("--tile", type=_tile_arg, default=DEFAULT_TILE,
                         help="VAE tile in latent cells, or none (default %(default)s, sdlite's default)")

@@ -1,0 +1,1 @@
+"""Benchmarks (not imported by sdlite itself): `python -m bench quality|speed|fetch-lpips`."""

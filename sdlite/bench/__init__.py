@@ -1,1 +1,0 @@
-"""Benchmarks (not imported by sdlite itself): `python -m sdlite.bench quality|speed|fetch-lpips`."""

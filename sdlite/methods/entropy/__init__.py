@@ -1,0 +1,100 @@
+"""Method "entropy" (id 2): Haar bands, per-band uniform quantization, a context model, range coding.
+
+Encoding a raw latent z of shape (C, h, w), one concern per module:
+
+1. transform.py: a one-level orthonormal Haar decomposition of each channel, coarser steps for the
+   detail bands.
+2. plan.py: symbols s = round((plane - mean) / step); means, steps and gains are integers in the
+   stream; the encoder fits each plane's predictor and residual model (context.py, probability.py).
+3. coder.py: residuals range-coded front by front with constriction; params.py lays out the side
+   information.
+4. rate.py: quality 1..100 maps to the base step; target_bytes searches for it.
+
+Everything the decoder's model depends on is integer data from the stream and integer maths, so the
+decoder's probabilities are bit-identical on every machine and thread count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from ...errors import OptionError
+from ..base import Encoded, Method, integer_option
+from . import coder, params
+from .plan import Plan, plan_for_step
+from .rate import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, quality_to_step, search_budget
+from .transform import DEFAULT_BAND_GAINS, DEFAULT_LEVELS, GAIN_SCALE, STEP_SCALE
+
+METHOD_ID = 2
+_RETRY_COARSER = 1.02  # when the real size overshoots the estimate, the step grows by 2 % and tries again
+
+__all__ = ["METHOD", "encode", "decode", "plan_for_step", "Plan", "DEFAULT_QUALITY"]
+
+
+_last_plan: dict = {}  # one entry: the plan estimate_bytes made, which encode then reuses
+
+
+def _plan_key(latents: np.ndarray, step: float, options: dict) -> tuple:
+    return (hashlib.sha256(np.ascontiguousarray(latents, dtype=np.float32).tobytes()).hexdigest(), latents.shape, step, tuple(sorted(options.items())))
+
+
+def _plan_at_quality(latents: np.ndarray, quality: int | None, options: dict) -> Plan:
+    step = quality_to_step(DEFAULT_QUALITY if quality is None else quality)
+    key = _plan_key(latents, step, options)
+    cached = _last_plan.get(key)
+    if cached is None:
+        cached = plan_for_step(latents, step, **options)
+        _last_plan.clear()
+        _last_plan[key] = cached
+    return cached
+
+
+def estimate_bytes(latents: np.ndarray, *, quality: int | None = None, band_gains: tuple[float, float] = DEFAULT_BAND_GAINS,
+                   levels: int = DEFAULT_LEVELS) -> int:
+    """Parameters + payload that encode(latents, quality=quality) will make, about."""
+    return _plan_at_quality(latents, quality, {"band_gains": tuple(band_gains), "levels": levels}).estimated_bytes()
+
+
+def encode(latents: np.ndarray, *, quality: int | None = None, target_bytes: int | None = None, overhead: int = 0,
+           band_gains: tuple[float, float] = DEFAULT_BAND_GAINS, levels: int = DEFAULT_LEVELS) -> Encoded:
+    """Latents (C, h, w) -> Encoded. quality 1..100 (default DEFAULT_QUALITY) or target_bytes (the whole
+    stream's size; `overhead` is what the container adds to parameters and payload)."""
+    if quality is not None and target_bytes is not None:
+        raise OptionError("pass quality or target_bytes, not both")
+    for gain in band_gains:
+        if not 1 / GAIN_SCALE <= gain <= 255 / GAIN_SCALE:
+            raise OptionError(f"band gains must be between {1 / GAIN_SCALE} and {255 / GAIN_SCALE}, got {gain}")
+    options = {"band_gains": tuple(band_gains), "levels": levels}
+    if target_bytes is not None:
+        budget = target_bytes - overhead
+        plan = search_budget(latents, budget, overhead=overhead, **options)
+        packed, payload = plan.params().pack(), coder.encode_payload(plan)
+        while len(packed) + len(payload) > budget:  # the estimate fell short
+            plan = plan_for_step(latents, plan.step_q / STEP_SCALE * _RETRY_COARSER, **options)
+            packed, payload = plan.params().pack(), coder.encode_payload(plan)
+    else:
+        plan = _plan_at_quality(latents, quality, options)
+        packed, payload = plan.params().pack(), coder.encode_payload(plan)
+    return Encoded(packed, payload, {"step": plan.step_q / STEP_SCALE, "levels": plan.levels, "clipped": 0})
+
+
+def decode(packed: bytes, payload: bytes, shape: tuple[int, int, int], version: int) -> np.ndarray:
+    return coder.decode_latents(params.parse(packed, shape), payload, shape)
+
+
+METHOD = Method(
+    id=METHOD_ID,
+    name="entropy",
+    encode=encode,
+    decode=decode,
+    options={
+        "quality": integer_option("quality", QUALITY_MIN, QUALITY_MAX),
+        "target_bytes": integer_option("target_bytes", 1),
+    },
+    versions=(2, 3),
+    max_params=lambda shape: params.max_raw_size(shape) + 64,  # deflate can expand incompressible data a little
+    retired="version 1 held a pre-release context model that no sdlite decodes any more",
+    estimate_bytes=estimate_bytes,
+)

@@ -1,0 +1,213 @@
+"""A loaded bundle: the VAE encoder, VAE decoder and U-Net calls of the pipeline, on cached sessions.
+
+What a bundle is and where it lives is sdlite.bundle's job; this module only runs it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from . import sessions
+from .bundle import EXPORT_HINT, MODEL_FILE, ONNX_DTYPES, SCHEDULER_CONFIG, UNCOND_FILE, check_files, read_bundle, resolve_model_path
+from .errors import ModelNotFoundError, OptionError, SdliteError
+from .scheduler import DEFAULT_STEPS, DEFAULT_STRENGTH, DDIM
+from .tiling import DEFAULT_TILE, check_tile, run_tiled
+
+log = logging.getLogger("sdlite")
+
+__all__ = ["Model", "load_model", "feed_inputs"]
+
+
+def feed_inputs(session, values: dict[str, np.ndarray]) -> dict:
+    """Match `values` to the session's inputs by name, in the dtype each input declares."""
+    feed = {}
+    for spec in session.get_inputs():
+        if spec.name not in values:
+            raise SdliteError(f"model input {spec.name!r} is not one sdlite provides ({', '.join(values)})")
+        feed[spec.name] = np.asarray(values[spec.name], dtype=ONNX_DTYPES.get(spec.type, np.float32))
+    return feed
+
+
+class Model:
+    """A loaded bundle. Sessions are created on first use and shared process-wide.
+
+    providers: onnxruntime providers (default CUDA if available, else CPU); threads: intra-op threads;
+    strict: raise instead of warning when CUDA was requested but did not attach; sessions_: a mapping of
+    component name -> your own InferenceSession to use instead; verify: check each component's files
+    against the sha256 its manifest records before building its session (sizes are always checked).
+    """
+
+    def __init__(self, path, *, providers=None, threads: int | None = None, strict: bool = False, sessions_=None,
+                 verify: bool = True):
+        self.info = read_bundle(Path(path))
+        self.path = self.info.path
+        self.providers = providers
+        self.threads = threads
+        self.strict = strict
+        self.verify = verify
+        self._sessions = dict(sessions_ or {})
+        self._locks = {name: threading.Lock() for name in self.info.components | frozenset(self._sessions)}
+        self._uncond = None
+        self._scheduler = None
+        self.components = self.info.components | frozenset(self._sessions)
+        for component in self.info.components - frozenset(self._sessions):
+            check_files(self.info, component, hashes=False)  # sizes now: a truncated file is found at once
+
+    # what the bundle says about itself
+    model_id = property(lambda self: self.info.model_id)
+    latent_space = property(lambda self: self.info.latent_space)
+    scaling_factor = property(lambda self: self.info.scaling_factor)
+    shift_factor = property(lambda self: self.info.shift_factor)
+    latent_channels = property(lambda self: self.info.latent_channels)
+    downsample_factor = property(lambda self: self.info.downsample_factor)
+    manifest = property(lambda self: self.info.manifest)
+
+    def __repr__(self) -> str:
+        return f"Model({str(self.path)!r}, id={self.model_id}, latent space {self.info.latent_space_name}, components={sorted(self.components)})"
+
+    @property
+    def has_unet(self) -> bool:
+        return "unet" in self.components
+
+    def session(self, component: str):
+        if component not in self.components:
+            raise ModelNotFoundError(
+                f"bundle {self.path} has no {component} (it has: {', '.join(sorted(self.components))}); {EXPORT_HINT}"
+            )
+        session = self._sessions.get(component)
+        if session is None:
+            with self._locks[component]:  # one lock per component: the decoder never waits for a U-Net build
+                session = self._sessions.get(component)
+                if session is None:
+                    session = self._build(component)
+                    self._sessions[component] = session
+        return session
+
+    def _build(self, component: str):
+        path = self.path / self.info.component_files.get(component, f"{component}/{MODEL_FILE}")
+        if not path.is_file():
+            raise ModelNotFoundError(f"bundle {self.path} lacks {path.name} for {component} ({path}); {EXPORT_HINT}")
+        check_files(self.info, component, hashes=self.verify)
+        try:
+            return sessions.cached_session(str(path), self.providers, threads=self.threads, strict=self.strict)
+        except SdliteError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
+            raise SdliteError(f"onnxruntime cannot load {path}: {exc}") from exc
+
+    def encode(self, pixels: np.ndarray, *, tile: int | None = DEFAULT_TILE) -> np.ndarray:
+        """(1, 3, H, W) in [-1, 1], sides multiples of downsample_factor -> raw latent mean (1, C, H/f, W/f)
+        float32. Images over `tile` latent cells a side are encoded by overlapping tiles (None: never)."""
+        check_tile(tile)
+        session = self.session("vae_encoder")
+        name = session.get_inputs()[0].name
+        outputs = [o.name for o in session.get_outputs()]
+        wanted = "latent_parameters" if "latent_parameters" in outputs else outputs[0]
+
+        def run(piece):
+            (params,) = session.run([wanted], {name: piece.astype(np.float32)})
+            return np.asarray(params[:, : self.latent_channels], dtype=np.float32)
+
+        return run_tiled(run, pixels, cell_in=self.downsample_factor, cell_out=1, tile=tile)
+
+    def decode(self, latents: np.ndarray, *, tile: int | None = DEFAULT_TILE) -> np.ndarray:
+        """Raw latents (1, C, h, w) -> (1, 3, h*f, w*f) float32 in about [-1, 1]. Latents over `tile`
+        cells a side are decoded by overlapping tiles (None: never)."""
+        check_tile(tile)
+        session = self.session("vae_decoder")
+        name = session.get_inputs()[0].name
+
+        def run(piece):
+            (sample,) = session.run([session.get_outputs()[0].name], {name: piece.astype(np.float32)})
+            return np.asarray(sample, dtype=np.float32)
+
+        return run_tiled(run, latents, cell_in=1, cell_out=self.downsample_factor, tile=tile)
+
+    @property
+    def uncond_embedding(self) -> np.ndarray:
+        if self._uncond is None:
+            name = (self.manifest or {}).get("uncond_embedding") or UNCOND_FILE
+            path = self.path / name
+            if not path.is_file():
+                raise ModelNotFoundError(f"bundle {self.path} has a U-Net but no {name}; {EXPORT_HINT}")
+            self._uncond = np.load(path, allow_pickle=False).astype(np.float32)
+        return self._uncond
+
+    @property
+    def scheduler(self) -> DDIM:
+        if self._scheduler is None:
+            path = self.path / ((self.manifest or {}).get("scheduler") or SCHEDULER_CONFIG)
+            config = json.loads(path.read_text()) if path.is_file() else {}
+            self._scheduler = DDIM.from_config(config)
+        return self._scheduler
+
+    @functools.cached_property
+    def unet_multiple(self) -> int:
+        """Latent sides the U-Net accepts are multiples of this (2 ** downsampling blocks - 1)."""
+        path = self.path / "unet" / "config.json"
+        config = json.loads(path.read_text()) if path.is_file() else {}
+        return 2 ** (len(config.get("block_out_channels", (0, 0, 0, 0))) - 1)
+
+    def denoise(
+        self, latents: np.ndarray, *, strength: float = DEFAULT_STRENGTH, steps: int = DEFAULT_STEPS, seed: int = 0,
+        tile: int | None = DEFAULT_TILE, progress=None,
+    ) -> np.ndarray:
+        """A few DDIM steps with the U-Net and the empty-prompt embedding; raw latents in and out. Latents
+        over `tile` cells a side get the U-Net's noise prediction by overlapping tiles (None: never)."""
+        multiple = self.unet_multiple
+        check_tile(tile, multiple)
+        timesteps = self.scheduler.timesteps(strength, steps)  # validates the options before any work
+        session = self.session("unet")
+        shift = float(self.shift_factor or 0.0)
+        height, width = latents.shape[-2:]
+        pad = ((0, 0), (0, 0), (0, (-height) % multiple), (0, (-width) % multiple))
+        sample = np.pad((latents - shift) * self.scaling_factor, pad, mode="edge")
+        noise = np.random.default_rng(seed).standard_normal(sample.shape).astype(np.float32)
+        sample = self.scheduler.add_noise(sample, timesteps[0], noise)
+        names = [i.name for i in session.get_inputs()]
+        text_name = "encoder_hidden_states" if "encoder_hidden_states" in names else names[-1]
+        for i, t in enumerate(timesteps):
+
+            def predict_noise(piece, t=t):
+                feed = feed_inputs(session, {names[0]: piece, "timestep": np.array(t, dtype=np.float32), text_name: self.uncond_embedding})
+                (output,) = session.run([session.get_outputs()[0].name], feed)
+                return np.asarray(output, dtype=np.float32)
+
+            output = run_tiled(predict_noise, sample, cell_in=1, cell_out=1, tile=tile, multiple=multiple)
+            t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+            sample = self.scheduler.step(output, t, t_prev, sample)
+            if progress:
+                progress(i + 1, len(timesteps))
+        return (sample[..., :height, :width] / self.scaling_factor + shift).astype(np.float32)
+
+
+_loaded: dict[tuple, Model] = {}
+_loaded_lock = threading.Lock()
+
+
+def load_model(model=None, *, providers=None, threads: int | None = None, strict: bool = False, sessions=None,
+               verify: bool = True) -> Model:
+    """A Model from a Model (returned as is), a bundle path or name, or None (see
+    sdlite.bundle.resolve_model_path). Loaded models are cached per (path, providers, threads, strict),
+    so repeated calls reuse sessions; a re-export of the same path is loaded afresh."""
+    if isinstance(model, Model):
+        return model
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise OptionError(f"threads must be a positive integer, got {threads!r}")
+    path = resolve_model_path(model)
+    if sessions:
+        return Model(path, providers=providers, threads=threads, strict=strict, sessions_=sessions, verify=verify)
+    marker = path / "manifest.json" if (path / "manifest.json").is_file() else path / "vae_decoder" / MODEL_FILE
+    if not marker.is_file():
+        marker = path / "vae_encoder" / MODEL_FILE
+    key = (str(path.resolve()), marker.stat().st_mtime_ns, repr(providers), threads, strict, verify)
+    with _loaded_lock:
+        if key not in _loaded:
+            _loaded[key] = Model(path, providers=providers, threads=threads, strict=strict, verify=verify)
+        return _loaded[key]
