@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .autoencoder_tiny import _wrappers, check_latent_space, is_autoencoder_tiny
 from .bundle import DEFAULT_OPSET, convert, install, vae_downsample_factor, write_extras, write_manifest
 from .errors import ExportError, ValidationError
 from .sources import DEFAULT_MODEL, load_components, uncond_embedding
@@ -25,6 +26,46 @@ log = logging.getLogger("export")
 
 COMPONENTS = ("vae_encoder", "vae_decoder", "unet")
 DTYPES = ("fp32", "fp16")
+
+
+def _tiny_wrappers(vae, space):
+    return _wrappers(vae, space.scaling_factor, space.shift_factor)
+
+
+def resolve_latent_space(parts: dict, name: str | None, factor: int):
+    """The bundle's latent space: named by the caller, else read from the VAE's config (an AutoencoderKL
+    says its scaling factor), else for an AutoencoderTiny the pipeline's VAE's, else sd1. None: a space
+    sdlite does not know (streams then decode with this VAE only)."""
+    from sdlite import latent_space as spaces
+
+    vae = parts["vae"]
+    tiny = is_autoencoder_tiny(vae)
+    if name is not None:
+        try:
+            space = spaces.by_name(name)
+        except spaces.OptionError as exc:
+            raise ExportError(str(exc)) from None
+    elif tiny:
+        config = parts.get("pipeline_vae_config")
+        space = None
+        if config:
+            space = spaces.from_config(int(config.get("latent_channels", 4)), factor, float(config.get("scaling_factor", 0.18215)),
+                                       config.get("shift_factor"))
+        if space is None:
+            space = spaces.by_name("sd1")
+            log.info("AutoencoderTiny: latent space %s assumed (pass --latent-space to name another)", space.describe())
+    else:
+        found = spaces.from_config(int(vae.config.latent_channels), factor, float(vae.config.scaling_factor),
+                                   getattr(vae.config, "shift_factor", None))
+        return found
+    if tiny:
+        check_latent_space(vae, space)
+    elif (int(vae.config.latent_channels), factor) != (space.channels, space.factor) or abs(float(vae.config.scaling_factor) - space.scaling_factor) > 1e-4:
+        raise ExportError(
+            f"the VAE's configuration ({vae.config.latent_channels} channels, factor {factor}, scaling {vae.config.scaling_factor}) "
+            f"is not latent space {space.describe()}"
+        )
+    return space
 
 
 def export_bundle(
@@ -40,14 +81,18 @@ def export_bundle(
     validate: bool = True,
     atol: float | None = None,
     force: bool = False,
+    latent_space: str | None = None,
     progress=None,
 ) -> dict:
     """Export a bundle to `output` and return its manifest.
 
-    model: hub id or local diffusers folder (ignored with tiny=True); revision: hub revision; vae: hub id
-    or folder of another AutoencoderKL; components: any of vae_encoder, vae_decoder, unet; dtype: fp32,
-    or fp16 (U-Net only: fp16 SD VAEs overflow); validate/atol: compare each ONNX file with PyTorch;
-    force: replace an existing bundle; progress(component, event, seconds): called per component."""
+    model: hub id or local diffusers folder (ignored with tiny=True; not read at all for a VAE-only bundle
+    from `vae`); revision: hub revision; vae: hub id or folder of another VAE, an AutoencoderKL (e.g.
+    stabilityai/sd-vae-ft-mse) or an AutoencoderTiny (madebyollin/taesd); components: any of vae_encoder,
+    vae_decoder, unet; dtype: fp32, or fp16 (U-Net only: fp16 SD VAEs overflow); validate/atol: compare
+    each ONNX file with PyTorch; force: replace an existing bundle; latent_space: the space's name (see
+    sdlite.latent_space) when the VAE's config cannot tell it (an AutoencoderTiny: default the pipeline's,
+    else sd1); progress(component, event, seconds): called per component."""
     output = Path(output)
     components = list(dict.fromkeys(components))
     unknown = [c for c in components if c not in COMPONENTS]
@@ -66,14 +111,23 @@ def export_bundle(
         source = {"kind": "tiny", "model": "tiny-random-sd", "revision": None, "vae": None}
     else:
         parts = load_components(model, revision=revision, vae=vae, need_unet=need_unet)
-        kind = "local" if Path(model).exists() else "hub"
-        source = {"kind": kind, "model": str(Path(model).resolve()) if kind == "local" else model, "revision": revision, "vae": vae}
+
+        def named(ref):
+            return str(Path(ref).resolve()) if ref and Path(ref).exists() else ref
+
+        main = model if need_unet or not vae else vae  # a VAE-only bundle from --vae reads nothing else
+        source = {"kind": "local" if Path(main).exists() else "hub", "model": named(model) if need_unet or not vae else None,
+                  "revision": revision, "vae": named(vae)}
     log.info("loaded %s in %.1f s", source["model"], time.perf_counter() - started)
     uncond = None
     if need_unet:
         uncond = uncond_embedding(parts["text_encoder"], parts["tokenizer"])
         parts["uncond"] = uncond
     factor = vae_downsample_factor(parts["vae"])
+    space = resolve_latent_space(parts, latent_space, factor)
+    if is_autoencoder_tiny(parts["vae"]):
+        encoder, decoder = _tiny_wrappers(parts["vae"], space)
+        parts["vae_reference"] = {"vae_encoder": encoder, "vae_decoder": decoder}
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; a bundle is ordinary data
@@ -88,9 +142,9 @@ def export_bundle(
             if progress:
                 progress(name, event, seconds)
 
-        convert(parts, components, staging, opset=opset, dtype=dtype, on_component=on_component)
+        convert(parts, components, staging, opset=opset, dtype=dtype, space=space, on_component=on_component)
         write_extras(parts, staging, uncond)
-        manifest = write_manifest(staging, parts, components, source=source, opset=opset, dtype=dtype, validation=validation)
+        manifest = write_manifest(staging, parts, components, source=source, opset=opset, dtype=dtype, validation=validation, space=space)
         for path in staging.rglob("*"):  # some writers create private files; a bundle is ordinary data
             path.chmod(0o755 if path.is_dir() else 0o644)
         install(staging, output, force=force)

@@ -8,6 +8,8 @@ import sys
 import warnings
 
 from . import COMPONENTS, DEFAULT_MODEL, DTYPES, ExportError, export_bundle
+from sdlite.latent_space import KNOWN as KNOWN_SPACES
+
 from .bundle import DEFAULT_OPSET
 
 log = logging.getLogger("export")
@@ -22,7 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"Hugging Face model id or local diffusers pipeline folder (default: {DEFAULT_MODEL})")
     parser.add_argument("--revision", help="hub revision (branch, tag or commit) of --model")
-    parser.add_argument("--vae", metavar="ID_OR_DIR", help="use another AutoencoderKL, e.g. stabilityai/sd-vae-ft-mse (better faces and text)")
+    parser.add_argument("--vae", metavar="ID_OR_DIR",
+                        help="use another VAE: an AutoencoderKL such as stabilityai/sd-vae-ft-mse (better faces and text), or an "
+                        "AutoencoderTiny such as madebyollin/taesd (10 MB, fast previews); alone with --components vae_encoder vae_decoder")
+    parser.add_argument("--latent-space", choices=[s.name for s in KNOWN_SPACES],
+                        help="the VAE's latent space when its config cannot tell (AutoencoderTiny: default the pipeline's, else sd1)")
     parser.add_argument("--tiny", action="store_true", help="build a tiny random SD pipeline locally (no network; for tests and offline demos)")
     parser.add_argument("--output", "-o", required=True, help="bundle folder to create, e.g. models/sd15")
     parser.add_argument("--components", nargs="+", choices=COMPONENTS, default=list(COMPONENTS), metavar="NAME",
@@ -53,7 +59,7 @@ def main(argv=None) -> int:
         manifest = export_bundle(
             args.output, model=args.model, revision=args.revision, vae=args.vae, tiny=args.tiny,
             components=args.components, dtype=args.dtype, opset=args.opset, validate=not args.no_validate,
-            atol=args.atol, force=args.force, progress=progress,
+            atol=args.atol, force=args.force, latent_space=args.latent_space, progress=progress,
         )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -46,14 +46,21 @@ class _ExportPipeline:
 
 def vae_downsample_factor(vae) -> int:
     """Pixels per latent along each side: the VAE halves the resolution between its blocks."""
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+    blocks = getattr(vae.config, "block_out_channels", None) or vae.config.encoder_block_out_channels  # KL, or Tiny
+    return 2 ** (len(blocks) - 1)
 
 
-def convert(parts: dict, components: list[str], folder: Path, *, opset: int, dtype: str, on_component=None) -> None:
-    """Export each requested component to folder/NAME/model.onnx (+ config.json) with optimum."""
+def convert(parts: dict, components: list[str], folder: Path, *, opset: int, dtype: str, space=None, on_component=None) -> None:
+    """Export each requested component to folder/NAME/model.onnx (+ config.json): with optimum, except
+    an AutoencoderTiny VAE, which optimum does not know (see autoencoder_tiny.py)."""
     from optimum.exporters.onnx import export_models
     from optimum.exporters.utils import get_diffusion_models_for_export
 
+    from .autoencoder_tiny import export_components, is_autoencoder_tiny
+
+    if is_autoencoder_tiny(parts["vae"]):
+        export_components(parts["vae"], [c for c in components if c != "unet"], folder, space=space, opset=opset, on_component=on_component)
+        components = [c for c in components if c == "unet"]
     vae_exportable = None  # optimum deep-copies the VAE for each call: one call serves both VAE halves
     for name in components:
         started = time.perf_counter()
@@ -62,7 +69,7 @@ def convert(parts: dict, components: list[str], folder: Path, *, opset: int, dty
         unet_fp16 = name == "unet" and dtype == "fp16"
         if name == "unet":
             unet = copy.deepcopy(parts["unet"]).half() if unet_fp16 else parts["unet"]
-            pipeline = _ExportPipeline(parts["vae"], unet, parts.get("text_encoder"))
+            pipeline = _ExportPipeline(parts.get("pipeline_vae") or parts["vae"], unet, parts.get("text_encoder"))
             exportable = get_diffusion_models_for_export(pipeline, float_dtype="fp16" if unet_fp16 else "fp32")
         else:
             if vae_exportable is None:
@@ -92,12 +99,14 @@ def _versions() -> dict:
 
 
 def write_extras(parts: dict, folder: Path, uncond: np.ndarray | None) -> None:
-    parts["scheduler"].save_config(str(folder / Path(SCHEDULER_CONFIG).parent))
+    if "scheduler" in parts:  # only a bundle with a U-Net needs it
+        parts["scheduler"].save_config(str(folder / Path(SCHEDULER_CONFIG).parent))
     if uncond is not None:
         np.save(folder / UNCOND_FILE, uncond.astype(np.float32), allow_pickle=False)
 
 
-def write_manifest(folder: Path, parts: dict, components: list[str], *, source: dict, opset: int, dtype: str, validation: dict) -> dict:
+def write_manifest(folder: Path, parts: dict, components: list[str], *, source: dict, opset: int, dtype: str, validation: dict,
+                   space=None) -> dict:
     files = {}
     digests = {}
     for name in components:
@@ -112,19 +121,24 @@ def write_manifest(folder: Path, parts: dict, components: list[str], *, source: 
         }
         digests[name] = component_digest([e["sha256"] for e in entries])
     vae_config = parts["vae"].config
+    tiny = type(parts["vae"]).__name__ == "AutoencoderTiny"
+    scaling = space.scaling_factor if tiny else float(vae_config.scaling_factor)
+    shift = space.shift_factor if tiny else getattr(vae_config, "shift_factor", None)
     manifest = {
         "bundle_format": BUNDLE_FORMAT,
         "model_id": derive_model_id(digests.get("vae_encoder", "absent"), digests.get("vae_decoder", "absent")),
         "source": source,
         "components": files,
-        "scaling_factor": float(vae_config.scaling_factor),
-        "shift_factor": getattr(vae_config, "shift_factor", None),
+        "latent_space": space.to_manifest() if space else None,
+        "vae_class": type(parts["vae"]).__name__,
+        "scaling_factor": scaling,
+        "shift_factor": shift,
         "latent_channels": int(vae_config.latent_channels),
         "downsample_factor": vae_downsample_factor(parts["vae"]),
         "opset": opset,
         "dtype": dtype,
         "uncond_embedding": UNCOND_FILE if "unet" in components else None,
-        "scheduler": SCHEDULER_CONFIG,
+        "scheduler": SCHEDULER_CONFIG if "scheduler" in parts else None,
         "exporter": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

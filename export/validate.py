@@ -48,7 +48,10 @@ def torch_reference(component: str, parts: dict, inputs: dict[str, np.ndarray], 
     import torch
 
     with torch.no_grad():
-        if component == "vae_encoder":
+        if component in parts.get("vae_reference", {}):  # an AutoencoderTiny: the wrapper that was exported
+            name = "sample" if component == "vae_encoder" else "latent_sample"
+            out = parts["vae_reference"][component](torch.from_numpy(inputs[name]))
+        elif component == "vae_encoder":
             out = parts["vae"].encode(torch.from_numpy(inputs["sample"])).latent_dist.parameters
         elif component == "vae_decoder":
             out = parts["vae"].decode(torch.from_numpy(inputs["latent_sample"])).sample
@@ -66,11 +69,10 @@ def torch_reference(component: str, parts: dict, inputs: dict[str, np.ndarray], 
 def onnx_output(path, inputs: dict[str, np.ndarray]) -> np.ndarray:
     import onnxruntime as ort
 
+    from sdlite.bundle import ONNX_DTYPES
+
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feed = {}
-    for spec in session.get_inputs():
-        dtype = {"tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(spec.type, np.float32)
-        feed[spec.name] = inputs[spec.name].astype(dtype)
+    feed = {spec.name: inputs[spec.name].astype(ONNX_DTYPES.get(spec.type, np.float32)) for spec in session.get_inputs()}
     (out,) = session.run([session.get_outputs()[0].name], feed)
     return np.asarray(out, dtype=np.float32)
 

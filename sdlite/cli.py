@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import methods
 from .bitstream import DEFAULT_MAX_PIXELS
-from .codec import DECODER_MISMATCH, DEFAULT_METHOD, compress, decompress, info
+from .codec import DECODER_MISMATCH, DEFAULT_EFFORT, DEFAULT_METHOD, EFFORTS, compress, decompress, info
 from .errors import ModelNotFoundError, OptionError, SdliteError
 from .model import load_model
 from .resolution import AUTO, check_scale
@@ -171,7 +171,7 @@ def _cmd_compress(args) -> int:
     def work(source: Path, target: Path):
         stats: dict = {}
         data = compress(source, model=model, method=args.method, target_bytes=args.target_bytes, quality=args.quality,
-                        scale=scale, max_pixels=args.max_pixels, tile=args.tile, stats=stats)
+                        scale=scale, effort=args.effort, max_pixels=args.max_pixels, tile=args.tile, stats=stats)
         write_atomic(target, lambda f: f.write(data), force=args.force)
         return source.stat().st_size, len(data), stats["width"] * stats["height"], len(data)
 
@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target-bytes", type=int, help="size budget per image (method entropy)")
     c.add_argument("--quality", type=int, help="1..100, larger is bigger and better (method entropy)")
     c.add_argument("--scale", type=float, help="code the image this many times smaller per side, 1..4 (default: automatic by budget)")
+    c.add_argument("--effort", type=int, default=DEFAULT_EFFORT, choices=EFFORTS,
+                   help=f"1: code once; 2: decode candidates and keep the closest (reconstruction gains); 3: also try nearby coded scales (default {DEFAULT_EFFORT})")
     d = sub.add_parser("decompress", help=".sdz -> PNG")
     common(d)
     d.add_argument("--preview", metavar="MODEL", help="decode with this small decoder of the stream's latent space, no U-Net (e.g. a TAESD bundle)")

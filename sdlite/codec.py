@@ -14,7 +14,7 @@ from . import bitstream, images, methods
 from . import latent_space as spaces
 from .errors import ModelMismatchError, OptionError
 from .model import Model, load_model
-from .resolution import AUTO, choose_scale, check_scale, scale_byte
+from .resolution import AUTO, MAX_AUTO_SCALE, check_scale, choose_scale, scale_byte
 from .scheduler import DEFAULT_STEPS, DEFAULT_STRENGTH
 from .tiling import DEFAULT_TILE
 
@@ -110,6 +110,24 @@ def compress_latents(
     return data
 
 
+EFFORTS = (1, 2, 3)
+DEFAULT_EFFORT = 1
+"""1: no decoder pass. 2: decode the stream with and without reconstruction gains, keep the one closer
+to the image. 3: also try the coded scales next to the rule's. Costs: BENCHMARKS.md."""
+_EFFORT_SCALE_STEP = 2  # effort 3 tries the rule's scale -+ 2/8
+
+
+def _check_effort(effort) -> int:
+    if isinstance(effort, bool) or not isinstance(effort, (int, np.integer)) or effort not in EFFORTS:
+        raise OptionError(f"effort must be one of {', '.join(map(str, EFFORTS))}, got {effort!r}")
+    return int(effort)
+
+
+def _psnr(reference: np.ndarray, image: Image.Image) -> float:
+    mse = float(np.mean((reference.astype(np.float64) - np.asarray(image, dtype=np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
 def compress(
     image,
     *,
@@ -119,6 +137,7 @@ def compress(
     target_bytes: int | None = None,
     quality: int | None = None,
     scale=AUTO,
+    effort: int = DEFAULT_EFFORT,
     max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS,
     tile: int | None = DEFAULT_TILE,
     providers=None,
@@ -131,44 +150,70 @@ def compress(
     takes target_bytes or quality 1..100, default quality 50) or 'palette' (the seed method: 8-bit
     latents, 256-colour dithered palette, deflate; fixed rate, takes dither). scale: "auto" (the
     default) codes a smaller image when the budget is too small for a full-size latent (see
-    sdlite.resolution), 1 never does, a number from 1 to 4 (in eighths) forces that reduction. stats:
-    pass a dict to receive figures such as the scale and the count of clipped latents. tile: images
-    over this many latent cells a side (DEFAULT_TILE: 768 px with SD) are encoded by overlapping
-    tiles, which bounds memory; None never tiles."""
+    sdlite.resolution), 1 never does, a number from 1 to 4 (in eighths) forces that reduction.
+    effort: 1 (the default) codes once; 2 and 3 decode candidate streams with the bundle's VAE decoder
+    and keep the one closest to the image (PSNR): 2 chooses reconstruction gains, 3 also the coded
+    scale. stats: pass a dict to receive figures such as the scale and the count of clipped latents.
+    tile: images over this many latent cells a side (DEFAULT_TILE: 768 px with SD) are encoded by
+    overlapping tiles, which bounds memory; None never tiles."""
     started = time.perf_counter()
     spec = methods.by_name(method)
     spec.check_options(dither=dither, target_bytes=target_bytes, quality=quality)  # every option error before any work
     check_scale(scale)
+    effort = _check_effort(effort)
     loaded = load_model(model, providers=providers, threads=threads)
+    if effort > 1 and spec.encode_variants is not None and "vae_decoder" not in loaded.components:
+        raise OptionError(f"effort {effort} decodes candidate streams, but bundle {loaded.path} has no vae_decoder; use effort=1")
     rgb = images.load_rgb(image, max_pixels=max_pixels)
     height, width = rgb.shape[:2]
+    latents_at: dict[int, np.ndarray] = {}
 
     def encode_at(scale_value: int) -> np.ndarray:
-        coded_w, coded_h = bitstream.coded_size(width, height, scale_value)
-        pixels = rgb if (coded_w, coded_h) == (width, height) else images.resize(rgb, coded_w, coded_h)
-        padded = images.pad_to_multiple(pixels, loaded.downsample_factor)
-        return loaded.encode(images.to_tensor(padded), tile=tile)[0]
+        if scale_value not in latents_at:
+            coded_w, coded_h = bitstream.coded_size(width, height, scale_value)
+            pixels = rgb if (coded_w, coded_h) == (width, height) else images.resize(rgb, coded_w, coded_h)
+            padded = images.pad_to_multiple(pixels, loaded.downsample_factor)
+            latents_at[scale_value] = loaded.encode(images.to_tensor(padded), tile=tile)[0]
+        return latents_at[scale_value]
 
     if scale == AUTO:
-        latents = encode_at(bitstream.SCALE_UNIT)
-        chosen, target_bytes = choose_scale(spec, latents, target_bytes=target_bytes, quality=quality)
+        chosen, target_bytes = choose_scale(spec, encode_at(bitstream.SCALE_UNIT), target_bytes=target_bytes, quality=quality)
         if target_bytes is not None:
             quality = None
-        if chosen != bitstream.SCALE_UNIT:
-            latents = encode_at(chosen)
     else:
         chosen = scale_byte(scale)
-        latents = encode_at(chosen)
-    spec, encoded = _encode_latents(latents, method, dither=dither, target_bytes=target_bytes, quality=quality)
+    candidates = [chosen]
+    if effort >= 3 and scale == AUTO and spec.encode_variants is not None:
+        candidates += [s for s in (chosen - _EFFORT_SCALE_STEP, chosen + _EFFORT_SCALE_STEP)
+                       if bitstream.SCALE_UNIT <= s <= int(MAX_AUTO_SCALE * bitstream.SCALE_UNIT)]
+    options = spec.check_options(dither=dither, target_bytes=target_bytes, quality=quality)
+    if "target_bytes" in options:
+        options["overhead"] = bitstream.CONTAINER_OVERHEAD
+    best = None
+    for scale_value in candidates:
+        latents = encode_at(scale_value)
+        if effort == 1 or spec.encode_variants is None:
+            best = (None, scale_value, latents, spec.encode(latents, **options))
+            break
+        for encoded in spec.encode_variants(latents, **options):
+            decoded = spec.decode(encoded.params, encoded.payload, latents.shape, bitstream.FORMAT_VERSION)[None]
+            coded_w, coded_h = bitstream.coded_size(width, height, scale_value)
+            picture = images.to_image(loaded.decode(decoded, tile=tile), coded_w, coded_h)
+            if (coded_w, coded_h) != (width, height):
+                picture = images.resize_image(picture, width, height)
+            score = _psnr(rgb, picture)
+            if best is None or score > best[0]:
+                best = (score, scale_value, latents, encoded)
+    _, chosen, latents, encoded = best
     header = bitstream.Header(spec.id, loaded.model_id, width, height, latents.shape, loaded.downsample_factor, encoded.params,
                               latent_space=loaded.info.latent_space_id, scale=chosen)
     bitstream.validate_geometry(header, max_pixels=None)
     data = bitstream.pack(header, encoded.payload)
-    log.info("compressed %dx%d to %d bytes (scale %g) in %.2f s", width, height, len(data), chosen / bitstream.SCALE_UNIT,
-             time.perf_counter() - started)
+    log.info("compressed %dx%d to %d bytes (scale %g, effort %d) in %.2f s", width, height, len(data), chosen / bitstream.SCALE_UNIT,
+             effort, time.perf_counter() - started)
     if stats is not None:
         stats.update(encoded.stats, bytes=len(data), width=width, height=height, bpp=8 * len(data) / (width * height),
-                     scale=chosen / bitstream.SCALE_UNIT, seconds=time.perf_counter() - started)
+                     scale=chosen / bitstream.SCALE_UNIT, effort=effort, seconds=time.perf_counter() - started)
     return data
 
 

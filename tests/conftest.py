@@ -52,3 +52,13 @@ def photo():
     """A smooth synthetic RGB image (uint8, 45x70) with some structure."""
     y, x = np.mgrid[0:45, 0:70]
     return np.stack([(x * 3) % 256, (y * 5) % 256, ((x + y) * 2) % 256], axis=2).astype(np.uint8)
+
+
+_SLOW_FIXTURES = {"vaelight", "taesd", "tiny_bundle", "taesd_bundle", "kodak"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that export models or run real networks are marked slow (`-m "not slow"` leaves the fast tiers)."""
+    for item in items:
+        if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

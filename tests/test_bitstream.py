@@ -122,9 +122,14 @@ def _with_version(data: bytes, version: int) -> bytes:
     """The same stream in the layout of format version 1 or 2 (no latent-space and scale bytes)."""
     header, payload = bs.unpack(data)
     channels, latent_h, latent_w = header.latent_shape
+    params = header.params
+    if header.method == 2:  # entropy parameters had no flags byte before version 3
+        raw = zlib.decompress(params)
+        assert raw[5] == 0, "streams with reconstruction gains have no version 2 form"
+        params = zlib.compress(raw[:5] + raw[6:], 9)
     head = struct.pack(">4sBBB8sIIBHHH", bs.MAGIC, version, header.method, header.factor, bytes.fromhex(header.model_id),
-                       header.width, header.height, channels, latent_h, latent_w, len(header.params))
-    return _recrc(head + header.params + struct.pack(">I", len(payload)) + payload)
+                       header.width, header.height, channels, latent_h, latent_w, len(params))
+    return _recrc(head + params + struct.pack(">I", len(payload)) + payload)
 
 
 def test_version_1_palette_streams_still_decode_but_entropy_ones_name_the_problem():

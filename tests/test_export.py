@@ -7,7 +7,7 @@ import pytest
 
 from .conftest import EXPORT_STACK
 
-pytestmark = pytest.mark.skipif(not EXPORT_STACK, reason="export extra not installed (pip install -e .[export])")
+pytestmark = [pytest.mark.skipif(not EXPORT_STACK, reason="export extra not installed (pip install -e .[export])"), pytest.mark.slow]
 
 
 def _leftovers(folder):

@@ -1,8 +1,13 @@
-"""Golden streams: committed .sdz files must keep decoding to the same latents, bit for bit.
+"""Golden streams: committed .sdz files must keep decoding to the same latents, bit for bit, and the
+encoder must keep making the same bytes from the same latents.
 
-Decoding depends only on integers from the stream, so these hashes hold on every machine. A change
-that alters them breaks existing files: bump bitstream.FORMAT_VERSION, then regenerate with
+Decoding depends only on integers from the stream, so the latent hashes hold on every machine. The
+encoder's bytes also depend on its floating-point fits (least squares, fixed summation order); they are
+pinned on this project's machines. A change that alters decoding breaks existing files: bump
+bitstream.FORMAT_VERSION and regenerate the current version's files with
 SDLITE_REGEN_GOLDEN=1 python -m pytest tests/test_golden.py
+Older versions' files (golden/v2: format version 2, written by the previous release) are never
+regenerated: they prove old streams still decode.
 """
 
 import hashlib
@@ -13,16 +18,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdlite import bitstream, decompress_latents, info, methods
+from sdlite import bitstream, decompress_latents, info
 from sdlite.codec import compress_latents
+from sdlite.methods import entropy
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-EXPECTED = GOLDEN / "expected.json"
+CURRENT = GOLDEN / f"v{bitstream.FORMAT_VERSION}"
 MODEL_ID = "5d1e0000901d0000"
-CASES = {  # name -> compress_latents options
+CASES = {  # name -> how the stream is made
     "palette": {"method": "palette"},
     "entropy-q50": {"method": "entropy", "quality": 50},
-    "entropy-q90-levels2": {"method": "entropy", "quality": 90},
+    "entropy-q90-levels2": {"method": "entropy", "quality": 90, "levels": 2},
+    "entropy-target-gains": {"method": "entropy", "target_bytes": 400, "reconstruction_gains": True},
 }
 REGENERATE = os.environ.get("SDLITE_REGEN_GOLDEN") == "1"
 
@@ -32,32 +39,56 @@ def _latents(seed: int) -> np.ndarray:
     return (rng.normal(0, 3, (4, 10, 13)).cumsum(axis=2) / 2).astype(np.float32)
 
 
-def _digest(latents: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(latents, dtype="<f4").tobytes()).hexdigest()
+def _digest(data) -> str:
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data, dtype="<f4").tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _encode(name: str, seed: int) -> bytes:
+    options = dict(CASES[name])
+    latents = _latents(seed)
+    if "levels" in options or "reconstruction_gains" in options:  # options compress_latents does not expose
+        options.pop("method")
+        if "target_bytes" in options:
+            options["overhead"] = bitstream.CONTAINER_OVERHEAD
+        encoded = entropy.encode(latents, **options)
+        header = bitstream.Header(entropy.METHOD.id, MODEL_ID, 13 * 8, 10 * 8, latents.shape, 8, encoded.params, latent_space=1)
+        return bitstream.pack(header, encoded.payload)
+    return compress_latents(latents, model_id=MODEL_ID, latent_space="sd1", **options)
 
 
 def _regenerate() -> None:
-    from sdlite.methods import entropy
-
+    CURRENT.mkdir(exist_ok=True)
     expected = {}
-    for seed, (name, options) in enumerate(CASES.items()):
-        if name.endswith("levels2"):  # exercise the two-level transform too
-            latents = _latents(seed)
-            encoded = entropy.encode(latents, quality=options["quality"], levels=2)
-            header = bitstream.Header(methods.ENTROPY, MODEL_ID, 13 * 8, 10 * 8, latents.shape, 8, encoded.params)
-            data = bitstream.pack(header, encoded.payload)
-        else:
-            data = compress_latents(_latents(seed), model_id=MODEL_ID, **options)
-        (GOLDEN / f"{name}.sdz").write_bytes(data)
-        expected[name] = {"method": options["method"], "latents_sha256": _digest(decompress_latents(data))}
-    EXPECTED.write_text(json.dumps(expected, indent=2) + "\n")
+    for seed, name in enumerate(CASES):
+        data = _encode(name, seed)
+        (CURRENT / f"{name}.sdz").write_bytes(data)
+        expected[name] = {"method": CASES[name]["method"], "latents_sha256": _digest(decompress_latents(data)), "stream_sha256": _digest(data)}
+    (CURRENT / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
+
+
+if REGENERATE:  # before the parameters below are collected from the files
+    _regenerate()
+
+
+def _golden_files():
+    for folder in sorted(GOLDEN.iterdir()):
+        if folder.is_dir():
+            for name in json.loads((folder / "expected.json").read_text()):
+                yield folder.name, name
+
+
+@pytest.mark.parametrize("version,name", list(_golden_files()))
+def test_golden_stream_decodes_bit_exactly(version, name):
+    expected = json.loads((GOLDEN / version / "expected.json").read_text())[name]
+    data = (GOLDEN / version / f"{name}.sdz").read_bytes()
+    assert info(data)["method"] == expected["method"] and info(data)["format_version"] == int(version[1:])
+    assert _digest(decompress_latents(data)) == expected["latents_sha256"]
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_golden_stream_decodes_bit_exactly(name):
-    if REGENERATE and name == next(iter(CASES)):
-        _regenerate()
-    expected = json.loads(EXPECTED.read_text())[name]
-    data = (GOLDEN / f"{name}.sdz").read_bytes()
-    assert info(data)["method"] == expected["method"]
-    assert _digest(decompress_latents(data)) == expected["latents_sha256"]
+def test_the_encoder_makes_the_golden_bytes(name):
+    """Encoder-output golden: the same latents and options give the same stream, byte for byte."""
+    expected = json.loads((CURRENT / "expected.json").read_text())[name]
+    assert _digest(_encode(name, list(CASES).index(name))) == expected["stream_sha256"]

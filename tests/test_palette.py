@@ -15,6 +15,8 @@ def test_palette_is_bounded_sorted_and_deterministic():
     palette = build_palette(image.reshape(-1, 4))
     assert palette.dtype == np.uint8 and palette.shape[1] == 4
     assert len(palette) <= PALETTE_SIZE
+    rows = [tuple(row) for row in palette]
+    assert rows == sorted(rows) and len(set(rows)) == len(rows)  # lexicographically sorted, no duplicates
     assert np.array_equal(palette, build_palette(image.reshape(-1, 4)))
 
 

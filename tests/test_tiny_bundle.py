@@ -21,6 +21,7 @@ def test_export_then_compress_and_decompress_with_denoise(tiny_bundle, photo):
     assert np.array_equal(np.asarray(with_unet), np.asarray(again))
     other_seed = decompress(data, model=model, seed=1)
     assert other_seed.size == (70, 45)
+    assert not np.array_equal(np.asarray(other_seed), np.asarray(with_unet))  # the seed drives the denoising noise
 
 
 def test_manifestless_folder_has_the_same_model_id(tiny_bundle, tmp_path):

@@ -6,6 +6,9 @@ from PIL import Image
 
 from sdlite import compress, decompress, info
 from sdlite.images import load_rgb, to_image, to_tensor
+from sdlite.model import Model
+
+pytestmark = pytest.mark.slow
 
 
 def psnr(a, b) -> float:
@@ -72,3 +75,48 @@ def test_tiling_costs_almost_nothing_with_a_real_decoder(vaelight, kodim01):
     tiled = psnr(rgb, to_image(vaelight.decode(tiled_latents, tile=32), 768, 512))
     # over kodim01-12 the loss is 0.005 dB at tile 32 (BENCHMARKS.md); the seams are blended, not hard
     assert abs(whole - tiled) < 0.05, (whole, tiled)
+
+
+def test_sessions_are_created_on_first_use_only(vaelight, kodak, monkeypatch):
+    from sdlite import sessions
+
+    built = []
+    original = sessions.cached_session
+    monkeypatch.setattr(sessions, "cached_session", lambda path, *a, **k: built.append(path.split("/")[-2]) or original(path, *a, **k))
+    model = Model(vaelight.path)  # a fresh Model: nothing built yet
+    assert built == []
+    data = compress(kodak / "kodim03.png", model=model, scale=1)
+    assert built == ["vae_encoder"]
+    decompress(data, model=model)
+    decompress(data, model=model)
+    assert built == ["vae_encoder", "vae_decoder"]  # each once, the decoder only when decoding
+
+
+def test_concurrent_first_use_through_one_model_builds_each_session_once(vaelight, kodak, monkeypatch):
+    import threading
+
+    from sdlite import sessions
+
+    built = []
+    original = sessions.create_session
+    monkeypatch.setattr(sessions, "create_session", lambda path, *a, **k: built.append(path) or original(path, *a, **k))
+    sessions.clear_cache()
+    model = Model(vaelight.path, threads=1)
+    data = compress(kodak / "kodim02.png", model=vaelight, scale=1)
+    results, errors = [None] * 6, []
+
+    def work(i):
+        try:
+            results[i] = np.asarray(decompress(data, model=model)) if i % 2 else compress(kodak / "kodim02.png", model=model, scale=1)
+        except Exception as exc:  # noqa: BLE001 - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(p.split("/")[-2] for p in built) == ["vae_decoder", "vae_encoder"]
+    assert all(r == data for r in results[0::2])
+    assert all(np.array_equal(r, results[1]) for r in results[1::2])

@@ -36,6 +36,7 @@ class Method:
     max_channels: int = 255
     retired: str = ""
     estimate_bytes: Callable | None = None  # (latents, **options) -> parameter + payload bytes; rate-controlled methods only
+    encode_variants: Callable | None = None  # (latents, **options) -> [Encoded] of one size, for the encoder to choose by decoding
 
     def check_options(self, **given) -> dict:
         """Options that were given (not None), normalised; an option of another method is an OptionError."""

@@ -52,36 +52,59 @@ def _plan_at_quality(latents: np.ndarray, quality: int | None, options: dict) ->
 
 
 def estimate_bytes(latents: np.ndarray, *, quality: int | None = None, band_gains: tuple[float, float] = DEFAULT_BAND_GAINS,
-                   levels: int = DEFAULT_LEVELS) -> int:
+                   levels: int = DEFAULT_LEVELS, reconstruction_gains: bool = False) -> int:
     """Parameters + payload that encode(latents, quality=quality) will make, about."""
-    return _plan_at_quality(latents, quality, {"band_gains": tuple(band_gains), "levels": levels}).estimated_bytes()
+    options = {"band_gains": tuple(band_gains), "levels": levels, "reconstruction_gains": reconstruction_gains}
+    return _plan_at_quality(latents, quality, options).estimated_bytes()
 
 
-def encode(latents: np.ndarray, *, quality: int | None = None, target_bytes: int | None = None, overhead: int = 0,
-           band_gains: tuple[float, float] = DEFAULT_BAND_GAINS, levels: int = DEFAULT_LEVELS) -> Encoded:
-    """Latents (C, h, w) -> Encoded. quality 1..100 (default DEFAULT_QUALITY) or target_bytes (the whole
-    stream's size; `overhead` is what the container adds to parameters and payload)."""
+def _encode_plan(latents: np.ndarray, *, quality: int | None, target_bytes: int | None, overhead: int, band_gains, levels,
+                 reconstruction_gains: bool) -> tuple[Plan, bytes]:
     if quality is not None and target_bytes is not None:
         raise OptionError("pass quality or target_bytes, not both")
     for gain in band_gains:
         if not 1 / GAIN_SCALE <= gain <= 255 / GAIN_SCALE:
             raise OptionError(f"band gains must be between {1 / GAIN_SCALE} and {255 / GAIN_SCALE}, got {gain}")
-    options = {"band_gains": tuple(band_gains), "levels": levels}
-    if target_bytes is not None:
-        budget = target_bytes - overhead
-        plan = search_budget(latents, budget, overhead=overhead, **options)
-        packed, payload = plan.params().pack(), coder.encode_payload(plan)
-        while len(packed) + len(payload) > budget:  # the estimate fell short
-            plan = plan_for_step(latents, plan.step_q / STEP_SCALE * _RETRY_COARSER, **options)
-            packed, payload = plan.params().pack(), coder.encode_payload(plan)
-    else:
+    options = {"band_gains": tuple(band_gains), "levels": levels, "reconstruction_gains": reconstruction_gains}
+    if target_bytes is None:
         plan = _plan_at_quality(latents, quality, options)
-        packed, payload = plan.params().pack(), coder.encode_payload(plan)
-    return Encoded(packed, payload, {"step": plan.step_q / STEP_SCALE, "levels": plan.levels, "clipped": 0})
+        return plan, coder.encode_payload(plan)
+    budget = target_bytes - overhead
+    plan = search_budget(latents, budget, overhead=overhead, **options)
+    payload = coder.encode_payload(plan)
+    while len(plan.params().pack()) + len(payload) > budget:  # the estimate fell short
+        plan = plan_for_step(latents, plan.step_q / STEP_SCALE * _RETRY_COARSER, **options)
+        payload = coder.encode_payload(plan)
+    return plan, payload
+
+
+def _encoded(plan: Plan, payload: bytes, gains: bool) -> Encoded:
+    stats = {"step": plan.step_q / STEP_SCALE, "levels": plan.levels, "clipped": 0, "reconstruction_gains": gains}
+    return Encoded(plan.params(reconstruction_gains=gains).pack(), payload, stats)
+
+
+def encode(latents: np.ndarray, *, quality: int | None = None, target_bytes: int | None = None, overhead: int = 0,
+           band_gains: tuple[float, float] = DEFAULT_BAND_GAINS, levels: int = DEFAULT_LEVELS,
+           reconstruction_gains: bool = False) -> Encoded:
+    """Latents (C, h, w) -> Encoded. quality 1..100 (default DEFAULT_QUALITY) or target_bytes (the whole
+    stream's size; `overhead` is what the container adds to parameters and payload). reconstruction_gains:
+    carry each plane's least-squares reconstruction gain (see params.py)."""
+    plan, payload = _encode_plan(latents, quality=quality, target_bytes=target_bytes, overhead=overhead, band_gains=band_gains,
+                                 levels=levels, reconstruction_gains=reconstruction_gains)
+    return _encoded(plan, payload, reconstruction_gains)
+
+
+def encode_variants(latents: np.ndarray, **options) -> list[Encoded]:
+    """The same payload with and without reconstruction gains (both within any target), for an encoder
+    that decodes each and keeps the better: [without, with]."""
+    plan, payload = _encode_plan(latents, quality=options.get("quality"), target_bytes=options.get("target_bytes"),
+                                 overhead=options.get("overhead", 0), band_gains=options.get("band_gains", DEFAULT_BAND_GAINS),
+                                 levels=options.get("levels", DEFAULT_LEVELS), reconstruction_gains=True)
+    return [_encoded(plan, payload, False), _encoded(plan, payload, True)]
 
 
 def decode(packed: bytes, payload: bytes, shape: tuple[int, int, int], version: int) -> np.ndarray:
-    return coder.decode_latents(params.parse(packed, shape), payload, shape)
+    return coder.decode_latents(params.parse(packed, shape, version), payload, shape)
 
 
 METHOD = Method(
@@ -97,4 +120,5 @@ METHOD = Method(
     max_params=lambda shape: params.max_raw_size(shape) + 64,  # deflate can expand incompressible data a little
     retired="version 1 held a pre-release context model that no sdlite decodes any more",
     estimate_bytes=estimate_bytes,
+    encode_variants=encode_variants,
 )

@@ -58,6 +58,7 @@ def decode_latents(params: Params, payload: bytes, shape: tuple[int, int, int]) 
                 residuals[p, front] = coded.astype(np.int64) + params.planes[first + p].rmin
                 symbols[p, front] = np.clip(below + residuals[p, front], -context.SYMBOL_LIMIT, context.SYMBOL_LIMIT)
         means = np.array([params.planes[first + p].mean_q for p in range(group_shape[0])], dtype=np.float64)[:, None, None] / MEAN_SCALE
-        groups.append(means + symbols[:, :-1].reshape(group_shape) * group_step[:, None, None])
+        gains = np.array([params.gain_of(first + p) for p in range(group_shape[0])])
+        groups.append(means + symbols[:, :-1].reshape(group_shape) * (group_step * gains)[:, None, None])
         first += group_shape[0]
     return recompose(groups, shape, params.levels).astype(np.float32)
