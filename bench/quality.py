@@ -1,9 +1,19 @@
 """Rate-distortion benchmark: sdlite methods and peer codecs at equal byte budgets, with PSNR, SSIM,
-MS-SSIM and LPIPS-alex; JSON, a markdown table, RD plots and side-by-side crops. Results are cached
-in the output folder, so an interrupted run resumes where it stopped."""
+MS-SSIM, LPIPS-alex and LPIPS-vgg; per model a JSON cache, a markdown table, RD plots, crops and a static
+HTML page to look at. Results are cached in the output folder, so an interrupted run resumes where it
+stopped.
+
+Rows per image: the unquantized round trip ("autoencoder (unquantized)", the ceiling), the palette
+method, the entropy method at its default setting, then at every budget (the palette method's size,
+half of it, fractions of it, and bits-per-pixel sweep points) the entropy method at each effort and
+the peers (JPEG, WebP, AVIF, JPEG XL) fitted to the same bytes; and the peer SD-latent users try first,
+N-bit latents as a lossless JPEG XL image (vaepack-style), at its own sizes.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import html
 import json
 import logging
 import sys
@@ -11,10 +21,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from sdlite import compress, decompress, images, load_model
 from sdlite.methods.entropy import DEFAULT_QUALITY
+
 from . import metrics, peers
 
 log = logging.getLogger("bench")
@@ -23,13 +34,17 @@ CEILING = "autoencoder (unquantized)"
 PALETTE = "sdlite palette"
 ENTROPY = "sdlite entropy"
 DEFAULT_ENTROPY_SETTING = f"quality {DEFAULT_QUALITY} (default)"
+CROP_BUDGET = "palette-size"  # the budget whose decoded images the page and the crops show
 CROP = 256
+METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "lpips_vgg")
+
+
+def entropy_codec(effort: int) -> str:
+    return ENTROPY if effort == 1 else f"{ENTROPY} effort {effort}"
 
 
 def codec_fingerprint() -> str:
     """Hash of sdlite's sources: cached sdlite rows are reused only while they are unchanged."""
-    import hashlib
-
     import sdlite
 
     package = Path(sdlite.__file__).resolve().parent
@@ -38,6 +53,10 @@ def codec_fingerprint() -> str:
         if path.name not in ("cli.py", "__main__.py"):
             digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _is_sdlite(codec: str) -> bool:
+    return codec.startswith("sdlite") or codec == CEILING or codec.startswith("vaepack")
 
 
 class _Cache:
@@ -51,124 +70,212 @@ class _Cache:
         self.model_id = model_id
         self.fingerprint = codec_fingerprint()
 
-    def get(self, key):
+    def get(self, key, metrics_wanted=()):
         row = self.rows.get(key)
-        if row is not None and row["codec"] in (PALETTE, ENTROPY) and row.get("fingerprint") != self.fingerprint:
+        if row is None:
+            return None
+        if _is_sdlite(row["codec"]) and row.get("fingerprint") != self.fingerprint:
             return None  # sdlite changed since this row was measured
+        if row.get("psnr") is not None and any(row.get(m) is None for m in metrics_wanted):
+            return None  # a metric asked for now was not measured then
         return row
 
     def put(self, row: dict) -> dict:
-        if row["codec"] in (PALETTE, ENTROPY):
+        if _is_sdlite(row["codec"]):
             row["fingerprint"] = self.fingerprint
         self.rows[row["key"]] = row
         self.path.write_text(json.dumps({"model_id": self.model_id, "rows": list(self.rows.values())}, indent=1))
         return row
 
 
-def _measure(reference: np.ndarray, decoded: np.ndarray, lpips) -> dict:
-    return {
-        "psnr": metrics.psnr(reference, decoded),
-        "ssim": metrics.ssim(reference, decoded),
-        "ms_ssim": metrics.ms_ssim(reference, decoded),
-        "lpips": lpips(reference, decoded) if lpips else None,
-    }
+def vaepack_encode(latents: np.ndarray, scaling_factor: float, bits: int) -> bytes:
+    """N-bit uniform quantization of the scaled latent (clipped to +-4), stored as a lossless JPEG XL
+    image of C channels (the approach of the PyPI package vaepack)."""
+    import io
+
+    import pillow_jxl  # noqa: F401 - registers JXL with Pillow
+
+    levels = 2**bits - 1
+    scaled = np.clip(latents * scaling_factor, -4.0, 4.0)
+    codes = np.rint((scaled + 4.0) / 8.0 * levels).astype(np.uint8).transpose(1, 2, 0)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[codes.shape[2]]
+    buffer = io.BytesIO()
+    Image.fromarray(codes if codes.shape[2] > 1 else codes[..., 0], mode).save(buffer, format="JXL", lossless=True, effort=7)
+    return buffer.getvalue()
 
 
-def run(image_paths, *, model, out_dir, sweep_bpp=None, palette_fractions=None, lpips=None, crops=True, progress=True) -> list[dict]:
-    """palette_fractions: extra budgets as fractions of each image's palette-method size (e.g. 0.65)."""
+def vaepack_decode(data: bytes, scaling_factor: float, bits: int) -> np.ndarray:
+    import io
+
+    import pillow_jxl  # noqa: F401
+
+    with Image.open(io.BytesIO(data)) as opened:
+        codes = np.asarray(opened, dtype=np.float32)
+    if codes.ndim == 2:
+        codes = codes[..., None]
+    return ((codes.transpose(2, 0, 1) / (2**bits - 1) * 8.0 - 4.0) / scaling_factor).astype(np.float32)
+
+
+def _measure(reference: np.ndarray, decoded: np.ndarray, lpips_nets: dict) -> dict:
+    out = {"psnr": metrics.psnr(reference, decoded), "ssim": metrics.ssim(reference, decoded), "ms_ssim": metrics.ms_ssim(reference, decoded)}
+    for key, net in lpips_nets.items():
+        out[key] = net(reference, decoded)
+    return out
+
+
+def run(image_paths, *, model, out_dir, sweep_bpp=None, palette_fractions=None, efforts=(1,), lpips=None, lpips_vgg=None,
+        vaepack_bits=(5, 6, 8), crops=True, progress=True) -> list[dict]:
+    """One model's rows. palette_fractions: extra budgets as fractions of each image's palette-method size
+    (e.g. 0.65); efforts: the entropy method's effort levels to measure at every budget; lpips /
+    lpips_vgg: bench.lpips.LPIPS instances (None skips that metric)."""
     model = load_model(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = _Cache(out_dir / "results.json", model.model_id)
+    lpips_nets = {k: v for k, v in (("lpips", lpips), ("lpips_vgg", lpips_vgg)) if v is not None}
+    wanted = tuple(lpips_nets)
     all_peers = peers.available_peers()
+    has_jxl = any(p.format == "JXL" for p in all_peers)
     started = time.perf_counter()
+    shown: dict[str, dict] = {}
     for index, path in enumerate(map(Path, image_paths), 1):
         image = Image.open(path).convert("RGB")
         reference = np.asarray(image)
         pixels = image.width * image.height
-        decoded_for_crops = {}
+        decoded_for_page: dict[str, np.ndarray] = {}
 
-        def record(codec, setting, budget, data_len, decoded, extra=None):
+        def record(codec, setting, budget, make, extra=None, show=False):
+            """make() -> (bytes, decoded pixels, extra fields); called only when the row is not cached
+            (or its pixels are wanted for the page)."""
             key = f"{path.name}|{codec}|{setting}"
-            row = cache.get(key)
-            if row is None:
-                row = {"key": key, "image": path.name, "codec": codec, "setting": setting, "budget": budget,
-                       "bytes": data_len, "bpp": None if data_len is None else 8 * data_len / pixels}
-                row.update(_measure(reference, decoded, lpips) if decoded is not None else {})
-                row.update(extra or {})
-                cache.put(row)
+            row = cache.get(key, wanted)
+            if row is None or show:
+                try:
+                    data_len, decoded, made_extra = make()
+                except Exception as exc:  # an unreachable budget is a result, not a crash
+                    data_len, decoded, made_extra = None, None, {"error": str(exc)}
+                if show and decoded is not None:
+                    decoded_for_page[codec] = decoded
+                if row is None:
+                    row = {"key": key, "image": path.name, "codec": codec, "setting": setting, "budget": budget,
+                           "bytes": data_len, "bpp": None if data_len is None else 8 * data_len / pixels}
+                    if decoded is not None:
+                        row.update(_measure(reference, decoded, lpips_nets))
+                    row.update(extra or {}, **made_extra)
+                    cache.put(row)
+            if show:
+                shown.setdefault(path.name, {})[codec] = row
             if progress:
-                shown = "unreachable" if row["bytes"] is None else f"{row['bytes']} B, {row.get('psnr', float('nan')):.2f} dB"
-                sys.stderr.write(f"[{index}/{len(image_paths)}] {path.name} {codec} {setting}: {shown}\n")
+                state = "unreachable" if row["bytes"] is None else f"{row['bytes']} B, {row.get('psnr', float('nan')):.2f} dB"
+                sys.stderr.write(f"[{index}/{len(image_paths)}] {path.name} {codec} {setting}: {state}\n")
             return row
 
-        if cache.get(f"{path.name}|{CEILING}|-") is None:
+        def sdlite_row(**options):
+            def make():
+                stats: dict = {}
+                data = compress(image, model=model, stats=stats, **options)
+                return len(data), np.asarray(decompress(data, model=model)), {"scale": stats.get("scale"), "encode_s": stats.get("seconds")}
+            return make
+
+        def ceiling():
             rgb = images.pad_to_multiple(reference, model.downsample_factor)
-            ceiling = images.to_image(model.decode(model.encode(images.to_tensor(rgb))), image.width, image.height)
-            record(CEILING, "-", None, None, np.asarray(ceiling))
-        else:
-            record(CEILING, "-", None, None, None)
-        palette_key = f"{path.name}|{PALETTE}|default"
-        if cache.get(palette_key) is None or crops:
-            data = compress(image, model=model, method="palette")
-            palette_decoded = np.asarray(decompress(data, model=model))
-            decoded_for_crops[PALETTE] = palette_decoded
-            record(PALETTE, "default", None, len(data), palette_decoded)
-        palette_bytes = cache.get(palette_key)["bytes"]
-        default_key = f"{path.name}|{ENTROPY}|{DEFAULT_ENTROPY_SETTING}"
-        if cache.get(default_key) is None:  # what compress(..., method="entropy") gives with no rate option
-            data = compress(image, model=model, method="entropy")
-            record(ENTROPY, DEFAULT_ENTROPY_SETTING, None, len(data), np.asarray(decompress(data, model=model)))
-        else:
-            record(ENTROPY, DEFAULT_ENTROPY_SETTING, None, None, None)
+            return None, np.asarray(images.to_image(model.decode(model.encode(images.to_tensor(rgb))), image.width, image.height)), {}
+
+        record(CEILING, "-", None, ceiling, show=crops)
+        palette_bytes = record(PALETTE, "default", None, sdlite_row(method="palette"), show=crops)["bytes"]
+        record(ENTROPY, DEFAULT_ENTROPY_SETTING, None, sdlite_row(method="entropy"))
         budgets = [("palette-size", palette_bytes), ("half-palette-size", palette_bytes // 2)]
-        budgets += [(f"{bpp:g}bpp", int(bpp * pixels / 8)) for bpp in (sweep_bpp or [])]
         budgets += [(f"{fraction:g}x-palette-size", int(fraction * palette_bytes)) for fraction in (palette_fractions or [])]
+        budgets += [(f"{bpp:g}bpp", int(bpp * pixels / 8)) for bpp in (sweep_bpp or [])]
         for setting, budget in budgets:
-            want_crop = crops and setting == "palette-size"
-            if cache.get(f"{path.name}|{ENTROPY}|{setting}") is None or want_crop:
-                try:
-                    data = compress(image, model=model, method="entropy", target_bytes=budget)
-                    decoded = np.asarray(decompress(data, model=model))
-                    if want_crop:
-                        decoded_for_crops[ENTROPY] = decoded
-                    record(ENTROPY, setting, budget, len(data), decoded)
-                except Exception as exc:  # an unreachable budget is a result, not a crash
-                    record(ENTROPY, setting, budget, None, None, {"error": str(exc)})
-            else:
-                record(ENTROPY, setting, budget, None, None)
+            show = crops and setting == CROP_BUDGET
+            for effort in efforts:
+                record(entropy_codec(effort), setting, budget, sdlite_row(method="entropy", target_bytes=budget, effort=effort), show=show)
             for peer in all_peers:
-                key = f"{path.name}|{peer.name}|{setting}"
-                if cache.get(key) is not None and not want_crop:
-                    record(peer.name, setting, budget, None, None)
-                    continue
-                fitted = peer.fit(image, budget)
-                if fitted is None:
-                    record(peer.name, setting, budget, None, None, {"smallest_bytes": peers.smallest(peer, image)})
-                    continue
-                decoded = peer.decode(fitted[0])
-                if want_crop:
-                    decoded_for_crops[peer.name] = decoded
-                record(peer.name, setting, budget, len(fitted[0]), decoded, {"quality": fitted[1]})
-        if crops and decoded_for_crops:
-            side_by_side(reference, decoded_for_crops, out_dir / "crops" / f"{path.stem}.png", palette_bytes)
+                def fit(peer=peer, budget=budget):
+                    fitted = peer.fit(image, budget)
+                    if fitted is None:
+                        return None, None, {"smallest_bytes": peers.smallest(peer, image)}
+                    return len(fitted[0]), peer.decode(fitted[0]), {"quality": fitted[1]}
+                record(peer.name, setting, budget, fit, show=show)
+        if has_jxl:
+            rgb = images.pad_to_multiple(reference, model.downsample_factor)
+            latents = None
+            for bits in vaepack_bits:
+                def pack(bits=bits):
+                    nonlocal latents
+                    if latents is None:
+                        latents = model.encode(images.to_tensor(rgb))[0]
+                    data = vaepack_encode(latents, model.scaling_factor, bits)
+                    decoded = model.decode(vaepack_decode(data, model.scaling_factor, bits)[None])
+                    return len(data), np.asarray(images.to_image(decoded, image.width, image.height)), {}
+                record(f"vaepack {bits}-bit", "own size", None, pack)
+        if crops and decoded_for_page:
+            save_crops(reference, decoded_for_page, out_dir / "crops" / path.stem)
     log.info("quality benchmark finished in %.1f s", time.perf_counter() - started)
-    rows = [r for r in cache.rows.values() if r["image"] in {Path(p).name for p in image_paths}]
-    write_reports(rows, out_dir)
+    names = {Path(p).name for p in image_paths}
+    rows = [r for r in cache.rows.values() if r["image"] in names]
+    write_reports(rows, out_dir, title=f"{model.path.name} ({model.model_id})")
+    if crops:
+        write_page(rows, shown, out_dir, title=f"{model.path.name} ({model.model_id})")
     return rows
 
 
-def side_by_side(reference: np.ndarray, decoded: dict, path: Path, budget: int) -> None:
+def _crop_box(reference: np.ndarray) -> tuple[int, int]:
     height, width = reference.shape[:2]
-    top, left = max(0, (height - CROP) // 2), max(0, (width - CROP) // 2)
-    tiles = [("original", reference)] + list(decoded.items())
-    canvas = Image.new("RGB", (CROP * len(tiles), CROP + 16), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i, (name, pixels) in enumerate(tiles):
-        canvas.paste(Image.fromarray(np.ascontiguousarray(pixels[top : top + CROP, left : left + CROP])), (i * CROP, 16))
-        draw.text((i * CROP + 4, 2), name if name == "original" else f"{name} (<= {budget} B)", fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    return max(0, (height - CROP) // 2), max(0, (width - CROP) // 2)
+
+
+def _file_name(codec: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in codec).strip("-") + ".png"
+
+
+def save_crops(reference: np.ndarray, decoded: dict, folder: Path) -> None:
+    """Centre crops (CROP x CROP) of the original and of each codec's decoded image, one PNG each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    top, left = _crop_box(reference)
+    for name, pixels in [("original", reference)] + list(decoded.items()):
+        tile = np.ascontiguousarray(pixels[top : top + CROP, left : left + CROP])
+        Image.fromarray(tile).save(folder / _file_name(name))
+
+
+def write_page(rows: list[dict], shown: dict, out_dir: Path, *, title: str) -> Path:
+    """index.html: per image, crops of the original and of each codec at the palette method's bytes with
+    their bytes and metrics, then the RD plot and the summary table. Opens from the folder in a browser."""
+    parts = [f"<!doctype html><meta charset='utf-8'><title>sdlite quality: {html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:1em}figure{display:inline-block;margin:4px;font-size:12px;width:260px;"
+             "vertical-align:top}img{image-rendering:pixelated;width:256px;height:256px}table{border-collapse:collapse;font-size:12px}"
+             "td,th{border:1px solid #ccc;padding:2px 6px}</style>",
+             f"<h1>sdlite quality: {html.escape(title)}</h1>",
+             "<p>Centre crops (256x256) of each image at the palette method's byte count; under each, bytes and metrics of the whole "
+             "image. The originals are unaltered crops of the Kodak images (see ../shared/data/kodak/SOURCES.txt for credits).</p>",
+             "<p><img src='rd.png' style='width:auto;height:auto;max-width:100%'></p>"]
+    for image_name in sorted(shown):
+        stem = Path(image_name).stem
+        parts.append(f"<h2>{html.escape(image_name)}</h2><figure><img src='crops/{stem}/original.png'><figcaption>original</figcaption></figure>")
+        for codec, row in shown[image_name].items():
+            if not (out_dir / "crops" / stem / _file_name(codec)).is_file():
+                continue
+            figures = ", ".join(f"{label} {row[key]:.3f}" for key, label in (("psnr", "PSNR"), ("ms_ssim", "MS-SSIM"), ("lpips", "LPIPS-alex"),
+                                                                             ("lpips_vgg", "LPIPS-vgg")) if row.get(key) is not None)
+            size = "unquantized" if row["bytes"] is None else f"{row['bytes']} B ({row['bpp']:.3f} bpp)"
+            parts.append(f"<figure><img src='crops/{stem}/{_file_name(codec)}'><figcaption><b>{html.escape(codec)}</b><br>{size}<br>"
+                         f"{figures}</figcaption></figure>")
+    parts.append("<h2>Means over the images</h2>" + _html_table(summarise(rows)))
+    page = out_dir / "index.html"
+    page.write_text("\n".join(parts) + "\n")
+    return page
+
+
+def _html_table(summary: list[dict]) -> str:
+    head = "<tr>" + "".join(f"<th>{h}</th>" for h in ("codec", "budget", "images", "bytes", "bpp", "PSNR", "SSIM", "MS-SSIM", "LPIPS-alex", "LPIPS-vgg")) + "</tr>"
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (s["codec"], s["setting"], f"{s['images']}/{s['of']}", _fmt(s["bytes"], 0),
+                                                                 _fmt(s["bpp"], 4), _fmt(s["psnr"], 2), _fmt(s["ssim"], 3), _fmt(s["ms_ssim"], 3),
+                                                                 _fmt(s["lpips"], 3), _fmt(s["lpips_vgg"], 3))) + "</tr>"
+        for s in summary
+    )
+    return f"<table>{head}{body}</table>"
 
 
 def _mean(values):
@@ -186,31 +293,35 @@ def summarise(rows: list[dict]) -> list[dict]:
         made = [m for m in members if m["bytes"] is not None or codec == CEILING]
         summary.append({
             "codec": codec, "setting": setting, "images": len(made), "of": len(members),
-            **{k: _mean([m.get(k) for m in made]) for k in ("bytes", "bpp", "psnr", "ssim", "ms_ssim", "lpips")},
+            **{k: _mean([m.get(k) for m in made]) for k in ("bytes", "bpp", *METRICS)},
         })
-    order = {CEILING: 0, PALETTE: 1, ENTROPY: 2}
-    return sorted(summary, key=lambda s: (s["setting"] != "-", s["setting"], order.get(s["codec"], 9), s["codec"]))
+    order = {CEILING: 0, PALETTE: 1}
+
+    def key(s):
+        return (s["setting"] not in ("-", "default", DEFAULT_ENTROPY_SETTING, "own size"), s["setting"], order.get(s["codec"], 2 if s["codec"].startswith(ENTROPY) else 9), s["codec"])
+
+    return sorted(summary, key=key)
 
 
 def _fmt(value, digits):
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def write_reports(rows: list[dict], out_dir: Path) -> None:
+def write_reports(rows: list[dict], out_dir: Path, *, title: str = "") -> None:
     summary = summarise(rows)
-    lines = ["| codec | budget | images | bytes | bpp | PSNR dB | SSIM | MS-SSIM | LPIPS-alex |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| codec | budget | images | bytes | bpp | PSNR dB | SSIM | MS-SSIM | LPIPS-alex | LPIPS-vgg |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
-        made = f"{s['images']}/{s['of']}"
         lines.append(
-            f"| {s['codec']} | {s['setting']} | {made} | {_fmt(s['bytes'], 0)} | {_fmt(s['bpp'], 4)} | {_fmt(s['psnr'], 2)} "
-            f"| {_fmt(s['ssim'], 3)} | {_fmt(s['ms_ssim'], 3)} | {_fmt(s['lpips'], 3)} |"
+            f"| {s['codec']} | {s['setting']} | {s['images']}/{s['of']} | {_fmt(s['bytes'], 0)} | {_fmt(s['bpp'], 4)} | {_fmt(s['psnr'], 2)} "
+            f"| {_fmt(s['ssim'], 3)} | {_fmt(s['ms_ssim'], 3)} | {_fmt(s['lpips'], 3)} | {_fmt(s['lpips_vgg'], 3)} |"
         )
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    plot(summary, out_dir / "rd.png")
+    plot(summary, out_dir / "rd.png", title=title)
 
 
-def plot(summary: list[dict], path: Path) -> None:
+def plot(summary: list[dict], path: Path, *, title: str = "") -> None:
     try:
         import matplotlib
 
@@ -219,20 +330,26 @@ def plot(summary: list[dict], path: Path) -> None:
     except ImportError:
         log.warning("matplotlib is not installed (pip install -e .[bench]): no RD plot")
         return
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = [m for m in ("psnr", "ms_ssim", "lpips", "lpips_vgg") if any(s[m] is not None for s in summary)]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.5), squeeze=False)
     codecs = sorted({s["codec"] for s in summary if s["codec"] != CEILING})
-    for metric, axis in zip(("psnr", "lpips"), axes):
+    labels = {"psnr": "PSNR (dB), higher is better", "ms_ssim": "MS-SSIM, higher is better",
+              "lpips": "LPIPS-alex, lower is better", "lpips_vgg": "LPIPS-vgg, lower is better"}
+    for metric, axis in zip(panels, axes[0]):
         for codec in codecs:
-            points = sorted((s["bpp"], s[metric]) for s in summary if s["codec"] == codec and s["bpp"] and s[metric] is not None and s["images"] == s["of"])
+            points = sorted((s["bpp"], s[metric]) for s in summary
+                            if s["codec"] == codec and s["bpp"] and s[metric] is not None and s["images"] == s["of"])
             if points:
-                axis.plot(*zip(*points), marker="o", label=codec)
+                axis.plot(*zip(*points), marker="o", markersize=3, label=codec, linestyle="-" if len(points) > 1 else "none")
         ceiling = [s[metric] for s in summary if s["codec"] == CEILING and s[metric] is not None]
         if ceiling:
             axis.axhline(ceiling[0], color="grey", linestyle="--", label=CEILING)
         axis.set_xlabel("bits per pixel")
-        axis.set_ylabel({"psnr": "PSNR (dB), higher is better", "lpips": "LPIPS-alex, lower is better"}[metric])
+        axis.set_ylabel(labels[metric])
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -86,6 +87,57 @@ def test_lpips_matches_an_independent_torch_implementation(lpips_weights):
     assert lp.LPIPS(lpips_weights)(a, b) == pytest.approx(total, rel=1e-4)
 
 
+@pytest.fixture(scope="module")
+def vgg_weights(lpips_weights):
+    path = lp.default_weights_path("vgg16")
+    if not path.is_file():
+        pytest.skip(f"LPIPS-vgg weights absent at {path}: run `python -m bench fetch-lpips` (.ci/run does)")
+    return lp.load_weights(path, "vgg16")
+
+
+def test_lpips_engines_agree(lpips_weights, vgg_weights):
+    a, b = _pair(2, (72, 104, 3), 25)
+    for net, weights in (("alexnet", lpips_weights), ("vgg16", vgg_weights)):
+        fast, reference = lp.LPIPS(weights, net, engine="onnxruntime"), lp.LPIPS(weights, net, engine="numpy")
+        assert fast(a, b) == pytest.approx(reference(a, b), rel=1e-4), net
+        assert fast(a, a) == pytest.approx(0.0, abs=1e-7)
+        assert 0 < fast(a, _pair(2, (72, 104, 3), 5)[1]) < fast(a, b)
+
+
+@pytest.mark.skipif(not EXPORT_STACK, reason="torch not installed: no independent implementation to compare with")
+def test_lpips_vgg_matches_an_independent_torch_implementation(vgg_weights):
+    """As for AlexNet: VGG16's relu1_2 .. relu5_3 taps with torch's conv2d/max_pool2d and the same weights."""
+    import torch
+    import torch.nn.functional as F
+
+    a, b = _pair(3, (64, 96, 3), 30)
+    net = vgg_weights["VGG16_0"]
+    plan = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+
+    def feats(img):
+        x = torch.from_numpy(img.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        x = (x - torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)) / torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+        out, conv = [], 0
+        for i, layer in enumerate(plan):
+            if layer == "M":
+                x = F.max_pool2d(x, 2, 2)
+                continue
+            weight = torch.from_numpy(net[f"Conv_{conv}"]["kernel"]).permute(3, 2, 0, 1)
+            x = F.relu(F.conv2d(x, weight, torch.from_numpy(net[f"Conv_{conv}"]["bias"]), padding=1))
+            conv += 1
+            if i in (1, 4, 8, 12, 16):
+                out.append(x)
+        return out
+
+    total = 0.0
+    for i, (fa, fb) in enumerate(zip(feats(a), feats(b))):
+        fa = fa / (fa.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        fb = fb / (fb.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        w = torch.from_numpy(vgg_weights[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].reshape(-1))
+        total += float(((fa - fb) ** 2 * w.view(1, -1, 1, 1)).sum(1).mean())
+    assert lp.LPIPS(vgg_weights, "vgg16")(a, b) == pytest.approx(total, rel=1e-4)
+
+
 def test_peers_fit_the_budget():
     image = Image.fromarray(_pair(shape=(128, 160, 3))[1])
     for peer in peers.available_peers():
@@ -102,21 +154,38 @@ def test_quality_harness_smoke(tiny_bundle, tmp_path, photo):
 
     path = tmp_path / "im.png"
     Image.fromarray(np.tile(photo, (4, 4, 1))).save(path)  # 180x280
-    rows = quality.run([path], model=tiny_bundle, out_dir=tmp_path / "out", sweep_bpp=[0.5], palette_fractions=[0.65], lpips=None, progress=False)
+    out = tmp_path / "out"
+    rows = quality.run([path], model=tiny_bundle, out_dir=out, sweep_bpp=[0.5], palette_fractions=[0.65], efforts=(1, 2), progress=False)
     codecs = {r["codec"] for r in rows}
     fraction_row = next(r for r in rows if r["codec"] == quality.ENTROPY and r["setting"] == "0.65x-palette-size")
     palette_row = next(r for r in rows if r["codec"] == quality.PALETTE)
     assert fraction_row["budget"] == int(0.65 * palette_row["bytes"]) and fraction_row["bytes"] <= fraction_row["budget"]
     default_row = next(r for r in rows if r["codec"] == quality.ENTROPY and r["setting"] == quality.DEFAULT_ENTROPY_SETTING)
     assert default_row["bytes"] > 0 and default_row["psnr"] > 0
-    assert {quality.CEILING, quality.PALETTE, quality.ENTROPY, "JPEG", "WebP"} <= codecs
-    for name in ("results.json", "summary.md", "summary.json", "rd.png", "crops/im.png"):
-        assert (tmp_path / "out" / name).is_file(), name
-    entropy_row = next(r for r in rows if r["codec"] == quality.ENTROPY and r["setting"] == "palette-size")
-    assert entropy_row["bytes"] <= entropy_row["budget"] and entropy_row["psnr"] > 0
+    assert {quality.CEILING, quality.PALETTE, quality.ENTROPY, quality.entropy_codec(2), "JPEG", "WebP"} <= codecs
+    assert {"vaepack 5-bit", "vaepack 6-bit", "vaepack 8-bit"} <= codecs
+    effort_row = next(r for r in rows if r["codec"] == quality.entropy_codec(2) and r["setting"] == "palette-size")
+    assert effort_row["bytes"] <= effort_row["budget"]
+    for name in ("results.json", "summary.md", "summary.json", "rd.png", "index.html", "crops/im/original.png"):
+        assert (out / name).is_file(), name
+    page = (out / "index.html").read_text()
+    referenced = re.findall(r"src='([^']+)'", page)
+    assert len(referenced) >= 6 and all((out / src).is_file() for src in referenced)  # every image the page shows exists
+    assert "sdlite entropy effort 2" in page and "JPEG" in page
     # resumable: a second run reuses the cache and gives the same rows
-    again = quality.run([path], model=tiny_bundle, out_dir=tmp_path / "out", sweep_bpp=[0.5], palette_fractions=[0.65], lpips=None, crops=False, progress=False)
+    again = quality.run([path], model=tiny_bundle, out_dir=out, sweep_bpp=[0.5], palette_fractions=[0.65], efforts=(1, 2), crops=False, progress=False)
     assert {r["key"]: r["bytes"] for r in again} == {r["key"]: r["bytes"] for r in rows}
+
+
+def test_vaepack_peer_round_trips_its_quantization():
+    from bench import quality
+
+    latents = np.random.default_rng(0).normal(0, 6, (4, 10, 14)).astype(np.float32)
+    for bits in (5, 6, 8):
+        back = quality.vaepack_decode(quality.vaepack_encode(latents, 0.18215, bits), 0.18215, bits)
+        step = 8.0 / (2**bits - 1) / 0.18215
+        inside = np.abs(latents * 0.18215) < 4  # clipped values are the approach's loss, not the container's
+        assert back.shape == latents.shape and np.abs(back - latents)[inside].max() <= step / 2 + 1e-4
 
 
 def test_tiling_benchmark_smoke(fake_model, tmp_path, photo):
@@ -181,3 +250,13 @@ def test_device_wheel_parts_join_and_are_checked(tmp_path):
     (parts / f"{name}.part03").unlink()
     with pytest.raises(SystemExit, match="expected 3 parts"):
         device.join_wheel(parts, wheels)
+
+
+def test_fuzzing_finds_nothing_outside_sdlite_errors():
+    """A short run of the fuzzing benchmark (`python -m bench fuzz`); the published run has 100,000 cases."""
+    from bench import fuzz
+
+    result = fuzz.run(300, seed=7)
+    assert result["findings"] == []
+    assert result["outcomes"].get("BitstreamError", 0) > 0 and result["outcomes"].get("decoded", 0) > 0
+    assert sum(result["outcomes"].values()) == 300

@@ -10,7 +10,7 @@ from .plan import Plan, plan_for_step
 
 QUALITY_MIN, QUALITY_MAX = 1, 100
 DEFAULT_QUALITY = 50
-STEP_COARSEST, STEP_FINEST = 16.0, 0.25  # base step at quality 1 and 100, geometric in between (50 -> 2.04)
+STEP_COARSEST, STEP_FINEST = 12.0, 0.2  # base step at quality 1 and 100, geometric in between (50 -> 1.58: about the palette method's size)
 STEP_SEARCH_COARSEST = 64.0  # the coarsest step a budget search tries
 TARGET_TOLERANCE = 0.05  # target_bytes: the result lies in [95 %, 100 %] of the target
 _SEARCH_STOP = 0.995  # the bisection stops once a fit reaches this fraction of the target
