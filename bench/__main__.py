@@ -1,4 +1,4 @@
-"""python -m bench: quality (rate-distortion), speed (ORT vs PyTorch), tiling, fetch-lpips."""
+"""python -m bench: quality (rate-distortion), speed (ORT vs PyTorch), pipeline (end-to-end times), tiling, fuzz, fetch-lpips."""
 
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     s.add_argument("--providers", nargs="+", help="onnxruntime providers (default: CUDA if available, else CPU)")
     s.add_argument("--torch-device", default="cpu", help="device of the PyTorch reference, e.g. cuda (default %(default)s)")
     s.add_argument("--torch-dtype", choices=["fp32", "fp16"], default="fp32", help="U-Net dtype of the PyTorch reference (match the bundle's --dtype)")
+    s.add_argument("--width", type=int, help="image width in pixels (default: --size, square)")
+    s.add_argument("--stages", nargs="+", choices=["encode", "unet", "decode"], help="stages to time (default all; a VAE-only bundle: encode decode)")
+    s.add_argument("--io-binding", action="store_true", help="onnxruntime keeps inputs and outputs on the device (GPU runs)")
     i = sub.add_parser("install-size", help="disk size of a fresh runtime-only install (new venv, pip install .)")
     i.add_argument("--out", default="bench-out/speed", help="output folder (default %(default)s)")
     w = sub.add_parser("device-wheels", help="download and split the wheels a GPU device run must carry")
@@ -52,6 +55,12 @@ def main(argv=None) -> int:
     d.add_argument("--wheels", default=".whl/py", help="the carried python wheels (default %(default)s)")
     d.add_argument("--target", default="/tmp/site", help="install target; put it first on PYTHONPATH (default %(default)s)")
     d.add_argument("--dry-run", action="store_true", help="join and check only")
+    e = sub.add_parser("pipeline", help="end-to-end compress/decompress/preview times per model on real images")
+    e.add_argument("images", nargs="+", help="image files or folders")
+    e.add_argument("--model", required=True, action="append", help="bundle path or name; repeat it for previews across models")
+    e.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: onnxruntime's)")
+    e.add_argument("--repeats", type=int, default=3, help="runs per image, the best counts (default %(default)s)")
+    e.add_argument("--out", default="bench-out/pipeline", help="output folder (default %(default)s)")
     z = sub.add_parser("fuzz", help="structure-aware fuzzing of the stream decoder (info + decompress_latents)")
     z.add_argument("--cases", type=int, default=10000, help="mutated streams to try (default %(default)s)")
     z.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
@@ -75,6 +84,12 @@ def main(argv=None) -> int:
 
             for path in device.install(Path(args.parts), Path(args.wheels), Path(args.target), dry_run=args.dry_run):
                 print(path)
+            return 0
+        if args.command == "pipeline":
+            from . import pipeline
+
+            print(pipeline.run(expand_inputs(args.images, IMAGE_SUFFIXES), models=args.model, threads=args.threads, repeats=args.repeats,
+                               out_dir=args.out))
             return 0
         if args.command == "fuzz":
             from . import fuzz

@@ -15,9 +15,11 @@ import numpy as np
 from sdlite.tiling import DEFAULT_TILE
 
 
-def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, providers=None, tile: int | None = DEFAULT_TILE) -> dict:
+def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, providers=None, tile: int | None = DEFAULT_TILE,
+              width: int | None = None, io_binding: bool = False) -> dict:
     """tile: the VAE stages' tile in latent cells, None for one call. The unet stage is always one
-    session call."""
+    session call. io_binding: inputs copied to the session's device once and outputs left there (what
+    a GPU pipeline does between its stages); each stage is then one session call, timed to completion."""
     from sdlite import load_model
     from sdlite.model import feed_inputs
 
@@ -27,19 +29,21 @@ def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, pr
     started = time.perf_counter()
     session = model.session(component)
     load = time.perf_counter() - started
-    latent = size // 8
+    height, width = size, width or size
+    latent_h, latent_w = height // 8, width // 8
+    names = [i.name for i in session.get_inputs()]
     if stage == "encode":
-        x = rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
-        call = lambda: model.encode(x, tile=tile)  # noqa: E731
+        feed = {names[0]: rng.uniform(-1, 1, (1, 3, height, width)).astype(np.float32)}
+        call = lambda: model.encode(feed[names[0]], tile=tile)  # noqa: E731
     elif stage == "decode":
-        z = rng.normal(0, 5, (1, 4, latent, latent)).astype(np.float32)
-        call = lambda: model.decode(z, tile=tile)  # noqa: E731
+        feed = {names[0]: rng.normal(0, 5, (1, model.latent_channels, latent_h, latent_w)).astype(np.float32)}
+        call = lambda: model.decode(feed[names[0]], tile=tile)  # noqa: E731
     else:
-        sample = rng.normal(0, 1, (1, 4, latent, latent)).astype(np.float32)
-        text = model.uncond_embedding
-        names = [i.name for i in session.get_inputs()]
-        feed = feed_inputs(session, {names[0]: sample, "timestep": np.array(40, np.float32), "encoder_hidden_states": text})
+        sample = rng.normal(0, 1, (1, 4, latent_h, latent_w)).astype(np.float32)
+        feed = feed_inputs(session, {names[0]: sample, "timestep": np.array(40, np.float32), "encoder_hidden_states": model.uncond_embedding})
         call = lambda: session.run(None, feed)  # noqa: E731
+    if io_binding:
+        call = _bound_call(session, feed)
     call()  # warm-up
     times = []
     for _ in range(repeats):
@@ -48,8 +52,28 @@ def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, pr
         times.append(time.perf_counter() - t0)
     import onnxruntime as ort
 
-    return {"engine": "onnxruntime", "stage": stage, "tile": tile, "load_s": load, "run_s": times, "providers": session.get_providers(),
+    return {"engine": "onnxruntime", "stage": stage, "tile": None if io_binding else tile, "io_binding": io_binding, "load_s": load,
+            "run_s": times, "providers": session.get_providers(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "onnxruntime": ort.__version__}
+
+
+def _bound_call(session, feed: dict):
+    """A session call with inputs already on the session's first provider's device and outputs left there."""
+    import onnxruntime as ort
+
+    device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+    binding = session.io_binding()
+    for name, value in feed.items():
+        value = np.asarray(value)  # np.ascontiguousarray would turn the 0-d timestep into shape (1,)
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value if value.flags.c_contiguous else value.copy(), device, 0))
+    for output in session.get_outputs():
+        binding.bind_output(output.name, device)
+
+    def call():
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+
+    return call
 
 
 def stage_parser(prog: str, description: str, source: str, source_help: str) -> argparse.ArgumentParser:
@@ -57,7 +81,8 @@ def stage_parser(prog: str, description: str, source: str, source_help: str) -> 
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(source, required=True, help=source_help)
     parser.add_argument("--stage", choices=["encode", "unet", "decode"], required=True)
-    parser.add_argument("--size", type=int, default=512, help="image side in pixels")
+    parser.add_argument("--size", type=int, default=512, help="image side in pixels (the height when --width is given)")
+    parser.add_argument("--width", type=int, help="image width in pixels (default: --size)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="timed runs after one warm-up")
     return parser
@@ -70,10 +95,11 @@ def _tile_arg(value: str) -> int | None:
 def main(argv=None) -> int:
     parser = stage_parser("python -m bench.engine", __doc__, "--bundle", "sdlite bundle")
     parser.add_argument("--providers", nargs="+")
+    parser.add_argument("--io-binding", action="store_true", help="inputs and outputs stay on the session's device (GPU runs)")
     parser.add_argument("--tile", type=_tile_arg, default=DEFAULT_TILE,
                         help="VAE tile in latent cells, or none (default %(default)s, sdlite's default)")
     args = parser.parse_args(argv)
-    row = run_stage(args.bundle, args.stage, args.size, args.threads, args.repeats, args.providers, args.tile)
+    row = run_stage(args.bundle, args.stage, args.size, args.threads, args.repeats, args.providers, args.tile, args.width, args.io_binding)
     sys.stdout.write(json.dumps(row) + "\n")
     return 0
 

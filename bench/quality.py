@@ -43,14 +43,20 @@ def entropy_codec(effort: int) -> str:
     return ENTROPY if effort == 1 else f"{ENTROPY} effort {effort}"
 
 
+STREAM_SOURCES = ("methods", "bitstream.py", "codec.py", "images.py", "resolution.py", "tiling.py", "model.py", "deflate.py", "scheduler.py")
+"""The sdlite sources that shape streams and decoded pictures (the rest, e.g. the CLI or the Pillow
+plugin, may change without invalidating measured rows)."""
+
+
 def codec_fingerprint() -> str:
-    """Hash of sdlite's sources: cached sdlite rows are reused only while they are unchanged."""
+    """Hash of the codec's sources: cached sdlite rows are reused only while they are unchanged."""
     import sdlite
 
     package = Path(sdlite.__file__).resolve().parent
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        if path.name not in ("cli.py", "__main__.py"):
+    for name in STREAM_SOURCES:
+        paths = sorted((package / name).rglob("*.py")) if (package / name).is_dir() else [package / name]
+        for path in paths:
             digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 

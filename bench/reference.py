@@ -12,11 +12,21 @@ import sys
 import time
 
 
-def run_stage(pipeline: str, stage: str, size: int, threads: int, repeats: int, device: str = "cpu", dtype: str = "fp32") -> dict:
-    """dtype fp16 applies to the U-Net only (as in the ONNX export: fp16 SD VAEs overflow)."""
+def _vae_class(pipeline: str) -> str:
+    """AutoencoderTiny for a folder holding its config.json (TAESD), else the pipeline's AutoencoderKL."""
+    from pathlib import Path
+
+    config = Path(pipeline) / "config.json"
+    return json.loads(config.read_text()).get("_class_name", "AutoencoderKL") if config.is_file() else "AutoencoderKL"
+
+
+def run_stage(pipeline: str, stage: str, size: int, threads: int, repeats: int, device: str = "cpu", dtype: str = "fp32",
+              width: int | None = None) -> dict:
+    """dtype fp16 applies to the U-Net only (as in the ONNX export: fp16 SD VAEs overflow). pipeline: a
+    diffusers pipeline folder, or an AutoencoderTiny folder for the VAE stages (TAESD)."""
     import numpy as np
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 
     torch.set_num_threads(threads)
     half = stage == "unet" and dtype == "fp16"
@@ -28,22 +38,26 @@ def run_stage(pipeline: str, stage: str, size: int, threads: int, repeats: int, 
 
     rng = np.random.default_rng(0)
     started = time.perf_counter()
+    tiny = stage != "unet" and _vae_class(pipeline) == "AutoencoderTiny"
     if stage == "unet":
         model = UNet2DConditionModel.from_pretrained(pipeline, subfolder="unet").eval()
+    elif tiny:
+        model = AutoencoderTiny.from_pretrained(pipeline, torch_dtype=torch.float32).eval()
     else:
         model = AutoencoderKL.from_pretrained(pipeline, subfolder="vae").eval()
     model = model.to(device=device, dtype=torch_dtype)
     sync()
     load = time.perf_counter() - started
-    latent = size // 8
+    height, width = size, width or size
+    latent_h, latent_w = height // 8, width // 8
     if stage == "encode":
-        x = torch.from_numpy(rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32)).to(device)
-        call = lambda: model.encode(x).latent_dist.mean  # noqa: E731
+        x = torch.from_numpy(rng.uniform(-1, 1, (1, 3, height, width)).astype(np.float32)).to(device)
+        call = (lambda: model.encode(x).latents) if tiny else (lambda: model.encode(x).latent_dist.mean)  # noqa: E731
     elif stage == "decode":
-        z = torch.from_numpy(rng.normal(0, 5, (1, 4, latent, latent)).astype(np.float32)).to(device)
+        z = torch.from_numpy(rng.normal(0, 5 * (0.18215 if tiny else 1), (1, 4, latent_h, latent_w)).astype(np.float32)).to(device)
         call = lambda: model.decode(z).sample  # noqa: E731
     else:
-        sample = torch.from_numpy(rng.normal(0, 1, (1, 4, latent, latent)).astype(np.float32)).to(device, torch_dtype)
+        sample = torch.from_numpy(rng.normal(0, 1, (1, 4, latent_h, latent_w)).astype(np.float32)).to(device, torch_dtype)
         text = torch.from_numpy(rng.normal(0, 1, (1, 77, model.config.cross_attention_dim)).astype(np.float32)).to(device, torch_dtype)
         call = lambda: model(sample, torch.tensor(40.0, device=device), encoder_hidden_states=text).sample  # noqa: E731
     times = []
@@ -66,7 +80,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="fp16 applies to the U-Net only")
     args = parser.parse_args(argv)
-    print(json.dumps(run_stage(args.pipeline, args.stage, args.size, args.threads, args.repeats, args.device, args.dtype)))
+    print(json.dumps(run_stage(args.pipeline, args.stage, args.size, args.threads, args.repeats, args.device, args.dtype, args.width)))
     return 0
 
 

@@ -166,6 +166,8 @@ def _cmd_compress(args) -> int:
     scale = AUTO if args.scale is None else args.scale
     check_scale(scale)
     targets = _targets(files, args, SDZ_SUFFIX)
+    if args.ray is not None:
+        return _compress_on_ray(files, targets, args, scale)
     model = load_model(args.model, providers=args.providers, threads=args.threads)
 
     def work(source: Path, target: Path):
@@ -174,6 +176,36 @@ def _cmd_compress(args) -> int:
                         scale=scale, effort=args.effort, max_pixels=args.max_pixels, tile=args.tile, stats=stats)
         write_atomic(target, lambda f: f.write(data), force=args.force)
         return source.stat().st_size, len(data), stats["width"] * stats["height"], len(data)
+
+    return _run_batch(files, targets, work, args)
+
+
+def _compress_on_ray(files, targets, args, scale) -> int:
+    """compress on Ray workers (sdlite.ray); this process writes the outputs as results arrive, in order."""
+    try:
+        from . import ray as on_ray
+    except ImportError as exc:
+        raise OptionError(f"--ray needs Ray Data: pip install 'sdlite[ray]' ({exc})") from None
+    from .bundle import resolve_model_path
+
+    model_path = str(resolve_model_path(args.model).resolve())  # workers load the bundle by path
+    options = {"method": args.method, "target_bytes": args.target_bytes, "quality": args.quality, "scale": scale, "effort": args.effort,
+               "tile": args.tile, "max_pixels": args.max_pixels, "providers": args.providers, "threads": args.threads}
+    submitted = [f for f, t in zip(files, targets) if args.force or not t.exists()]
+    results = on_ray.compress_files(submitted, model=model_path, address=None if args.ray == "local" else args.ray,
+                                    **{k: v for k, v in options.items() if v is not None or k == "tile"})
+    arrived: dict[str, tuple] = {}
+
+    def work(source: Path, target: Path):
+        while str(source) not in arrived:
+            path, data, error = next(results)
+            arrived[path] = (data, error)
+        data, error = arrived.pop(str(source))
+        if data is None:
+            raise SdliteError(error)
+        write_atomic(target, lambda f: f.write(data), force=args.force)
+        meta = info(data)
+        return source.stat().st_size, len(data), meta["width"] * meta["height"], len(data)
 
     return _run_batch(files, targets, work, args)
 
@@ -243,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target-bytes", type=int, help="size budget per image (method entropy)")
     c.add_argument("--quality", type=int, help="1..100, larger is bigger and better (method entropy)")
     c.add_argument("--scale", type=float, help="code the image this many times smaller per side, 1..4 (default: automatic by budget)")
+    c.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="compress on Ray workers: a local cluster, or the one at ADDRESS (needs pip install 'sdlite[ray]')")
     c.add_argument("--effort", type=int, default=DEFAULT_EFFORT, choices=EFFORTS,
                    help=f"1: code once; 2: decode candidates and keep the closest (reconstruction gains); 3: also try nearby coded scales (default {DEFAULT_EFFORT})")
     d = sub.add_parser("decompress", help=".sdz -> PNG")

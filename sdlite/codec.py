@@ -128,45 +128,18 @@ def _psnr(reference: np.ndarray, image: Image.Image) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def compress(
-    image,
-    *,
-    model: Model | str | None = None,
-    method: str = DEFAULT_METHOD,
-    dither: float | None = None,
-    target_bytes: int | None = None,
-    quality: int | None = None,
-    scale=AUTO,
-    effort: int = DEFAULT_EFFORT,
-    max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS,
-    tile: int | None = DEFAULT_TILE,
-    providers=None,
-    threads: int | None = None,
-    stats: dict | None = None,
-) -> bytes:
-    """Compress an image (PIL image, uint8/uint16 array, path, or image-file bytes) to .sdz bytes.
+def full_size_latents(rgb: np.ndarray, loaded: Model, *, tile: int | None = DEFAULT_TILE) -> np.ndarray:
+    """The encoder's latents (C, h, w) of an RGB image at full size (what compress_rgb starts from)."""
+    return loaded.encode(images.to_tensor(images.pad_to_multiple(rgb, loaded.downsample_factor)), tile=tile)[0]
 
-    method: 'entropy' (the default: Haar bands, per-band quantization, context-modelled range coding;
-    takes target_bytes or quality 1..100, default quality 50) or 'palette' (the seed method: 8-bit
-    latents, 256-colour dithered palette, deflate; fixed rate, takes dither). scale: "auto" (the
-    default) codes a smaller image when the budget is too small for a full-size latent (see
-    sdlite.resolution), 1 never does, a number from 1 to 4 (in eighths) forces that reduction.
-    effort: 1 (the default) codes once; 2 and 3 decode candidate streams with the bundle's VAE decoder
-    and keep the one closest to the image (PSNR): 2 chooses reconstruction gains, 3 also the coded
-    scale. stats: pass a dict to receive figures such as the scale and the count of clipped latents.
-    tile: images over this many latent cells a side (DEFAULT_TILE: 768 px with SD) are encoded by
-    overlapping tiles, which bounds memory; None never tiles."""
-    started = time.perf_counter()
-    spec = methods.by_name(method)
-    spec.check_options(dither=dither, target_bytes=target_bytes, quality=quality)  # every option error before any work
-    check_scale(scale)
-    effort = _check_effort(effort)
-    loaded = load_model(model, providers=providers, threads=threads)
-    if effort > 1 and spec.encode_variants is not None and "vae_decoder" not in loaded.components:
-        raise OptionError(f"effort {effort} decodes candidate streams, but bundle {loaded.path} has no vae_decoder; use effort=1")
-    rgb = images.load_rgb(image, max_pixels=max_pixels)
+
+def compress_rgb(rgb: np.ndarray, loaded: Model, spec, *, dither=None, target_bytes=None, quality=None, scale=AUTO,
+                 effort: int = DEFAULT_EFFORT, tile: int | None = DEFAULT_TILE, full_latents: np.ndarray | None = None):
+    """compress() after its checks: an RGB uint8 array with a loaded model and method -> (stream, scale
+    byte, Encoded). full_latents: the encoder's full-size latents when the caller already has them (a
+    batched encoder call, see sdlite.ray)."""
     height, width = rgb.shape[:2]
-    latents_at: dict[int, np.ndarray] = {}
+    latents_at: dict[int, np.ndarray] = {} if full_latents is None else {bitstream.SCALE_UNIT: full_latents}
 
     def encode_at(scale_value: int) -> np.ndarray:
         if scale_value not in latents_at:
@@ -208,7 +181,49 @@ def compress(
     header = bitstream.Header(spec.id, loaded.model_id, width, height, latents.shape, loaded.downsample_factor, encoded.params,
                               latent_space=loaded.info.latent_space_id, scale=chosen)
     bitstream.validate_geometry(header, max_pixels=None)
-    data = bitstream.pack(header, encoded.payload)
+    return bitstream.pack(header, encoded.payload), chosen, encoded
+
+
+def compress(
+    image,
+    *,
+    model: Model | str | None = None,
+    method: str = DEFAULT_METHOD,
+    dither: float | None = None,
+    target_bytes: int | None = None,
+    quality: int | None = None,
+    scale=AUTO,
+    effort: int = DEFAULT_EFFORT,
+    max_pixels: int | None = bitstream.DEFAULT_MAX_PIXELS,
+    tile: int | None = DEFAULT_TILE,
+    providers=None,
+    threads: int | None = None,
+    stats: dict | None = None,
+) -> bytes:
+    """Compress an image (PIL image, uint8/uint16 array, path, or image-file bytes) to .sdz bytes.
+
+    method: 'entropy' (the default: Haar bands, per-band quantization, context-modelled range coding;
+    takes target_bytes or quality 1..100, default quality 50) or 'palette' (the seed method: 8-bit
+    latents, 256-colour dithered palette, deflate; fixed rate, takes dither). scale: "auto" (the
+    default) codes a smaller image when the budget is too small for a full-size latent (see
+    sdlite.resolution), 1 never does, a number from 1 to 4 (in eighths) forces that reduction.
+    effort: 1 (the default) codes once; 2 and 3 decode candidate streams with the bundle's VAE decoder
+    and keep the one closest to the image (PSNR): 2 chooses reconstruction gains, 3 also the coded
+    scale. stats: pass a dict to receive figures such as the scale and the count of clipped latents.
+    tile: images over this many latent cells a side (DEFAULT_TILE: 768 px with SD) are encoded by
+    overlapping tiles, which bounds memory; None never tiles."""
+    started = time.perf_counter()
+    spec = methods.by_name(method)
+    spec.check_options(dither=dither, target_bytes=target_bytes, quality=quality)  # every option error before any work
+    check_scale(scale)
+    effort = _check_effort(effort)
+    loaded = load_model(model, providers=providers, threads=threads)
+    if effort > 1 and spec.encode_variants is not None and "vae_decoder" not in loaded.components:
+        raise OptionError(f"effort {effort} decodes candidate streams, but bundle {loaded.path} has no vae_decoder; use effort=1")
+    rgb = images.load_rgb(image, max_pixels=max_pixels)
+    data, chosen, encoded = compress_rgb(rgb, loaded, spec, dither=dither, target_bytes=target_bytes, quality=quality, scale=scale,
+                                         effort=effort, tile=tile)
+    height, width = rgb.shape[:2]
     log.info("compressed %dx%d to %d bytes (scale %g, effort %d) in %.2f s", width, height, len(data), chosen / bitstream.SCALE_UNIT,
              effort, time.perf_counter() - started)
     if stats is not None:

@@ -260,3 +260,13 @@ def test_fuzzing_finds_nothing_outside_sdlite_errors():
     assert result["findings"] == []
     assert result["outcomes"].get("BitstreamError", 0) > 0 and result["outcomes"].get("decoded", 0) > 0
     assert sum(result["outcomes"].values()) == 300
+
+
+def test_pipeline_benchmark_smoke(vaelight, tmp_path, photo):
+    from bench import pipeline
+
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    text = pipeline.run([tmp_path / "a.png"], models=[vaelight.path, vaelight.path], repeats=1, out_dir=tmp_path / "out")
+    rows = json.loads((tmp_path / "out" / "pipeline.json").read_text())["rows"]
+    assert len(rows) == 2 and all(r["compress_s"] > 0 and r["decompress_s"] > 0 for r in rows)
+    assert "| vaelight |" in text and (tmp_path / "out" / "pipeline.md").is_file()

@@ -56,3 +56,31 @@ def test_compress_decompress_without_torch(tmp_path, vaelight, kodak):
     )
     assert result.returncode == 0, result.stderr
     assert "decoded (768, 512)" in result.stdout and "torch blocked" in result.stdout
+
+
+def test_no_sdlite_module_imports_torch_and_none_imports_a_cycle():
+    """Each runtime module imports alone, first, in a fresh interpreter with torch & co. blocked: an import
+    cycle or a stray heavy import fails here whatever order other tests import things in."""
+    modules = []
+    for path in sorted((ROOT / "sdlite").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        if parts[-1] != "__main__" and parts != ("sdlite", "ray"):  # sdlite.ray needs the ray extra
+            modules.append(".".join(parts))
+    code = "import importlib, sys\nfor name in %r:\n    importlib.import_module(name)\n    for other in [m for m in sys.modules if m.startswith('sdlite')]: del sys.modules[other]\nprint('ok', len(%r))" % (modules, modules)
+    result = _run(code)
+    assert result.returncode == 0, result.stderr
+    assert f"ok {len(modules)}" in result.stdout and "sdlite.methods.entropy.coder" in modules
+
+
+def test_the_runtime_wheel_holds_no_benchmark_code():
+    import tomllib
+
+    from setuptools import find_packages
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    shipped = find_packages(str(ROOT), include=config["include"])
+    assert "sdlite" in shipped and "sdlite.methods.entropy" in shipped and "export" in shipped
+    assert not [p for p in shipped if p.startswith(("bench", "tests"))], shipped
+    runtime = (ROOT / "sdlite").rglob("*.py")
+    assert not [p for p in runtime if "import bench" in p.read_text() or "from bench" in p.read_text()]

@@ -1,0 +1,71 @@
+"""End-to-end times of the codec on real images: compress, decompress, and preview decoding with another
+model of the same latent space, next to the bare onnxruntime encoder and decoder calls they wrap.
+
+python -m bench pipeline IMAGES --model ../shared/models/taesd --model ../shared/models/vaelight [--threads 2]
+
+Per model (all in this process, warm sessions, best of --repeats per image, then the mean over images):
+the VAE encoder and decoder sessions alone, compress() at the default setting, decompress(), and the
+share of compress + decompress spent outside the two network calls (codec maths and glue). Then, for
+each ordered pair of models, decompress(data of the first, preview=the second).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sdlite import compress, decompress, images, load_model
+
+
+def _best(call, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def run(image_paths, *, models, threads: int | None = None, repeats: int = 3, out_dir=None) -> str:
+    loaded = [load_model(m, threads=threads) for m in models]
+    rgbs = [images.load_rgb(p) for p in image_paths]
+    rows, streams = [], {}
+    for model in loaded:
+        tensors = [images.to_tensor(images.pad_to_multiple(rgb, model.downsample_factor)) for rgb in rgbs]
+        latents = [model.encode(t) for t in tensors]  # warm-up and the decoder's inputs
+        model.decode(latents[0])
+        encoder = np.mean([_best(lambda t=t: model.encode(t), repeats) for t in tensors])
+        decoder = np.mean([_best(lambda z=z: model.decode(z), repeats) for z in latents])
+        data = [compress(rgb, model=model) for rgb in rgbs]
+        streams[model.path] = data
+        comp = np.mean([_best(lambda rgb=rgb: compress(rgb, model=model), repeats) for rgb in rgbs])
+        decomp = np.mean([_best(lambda d=d: decompress(d, model=model), repeats) for d in data])
+        rows.append({"model": model.path.name, "encoder_s": encoder, "decoder_s": decoder, "compress_s": comp, "decompress_s": decomp,
+                     "bytes": float(np.mean([len(d) for d in data])), "glue_share": (comp + decomp) / (encoder + decoder) - 1})
+    previews = []
+    for source in loaded:
+        for target in loaded:
+            if source is target or source.latent_space != target.latent_space:
+                continue
+            seconds = np.mean([_best(lambda d=d: decompress(d, preview=target), repeats) for d in streams[source.path]])
+            previews.append({"encoded_with": source.path.name, "preview": target.path.name, "decompress_s": seconds})
+    size = "x".join(str(s) for s in rgbs[0].shape[1::-1])
+    lines = [f"{len(rgbs)} images ({size} first), {threads or 'default'} threads, best of {repeats} per image, means over the images.", "",
+             "| model | VAE encoder alone | VAE decoder alone | compress (default) | decompress | outside the networks | bytes |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['encoder_s']:.3f} s | {r['decoder_s']:.3f} s | {r['compress_s']:.3f} s | {r['decompress_s']:.3f} s "
+                     f"| {100 * r['glue_share']:.0f} % | {r['bytes']:.0f} |")
+    if previews:
+        lines += ["", "| stream encoded with | decoded with preview= | decompress |", "|---|---|---|"]
+        lines += [f"| {p['encoded_with']} | {p['preview']} | {p['decompress_s']:.3f} s |" for p in previews]
+    text = "\n".join(lines)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "pipeline.json").write_text(json.dumps({"rows": rows, "previews": previews, "threads": threads, "repeats": repeats}, indent=1))
+        (out / "pipeline.md").write_text(text + "\n")
+    return text
