@@ -235,11 +235,31 @@ def _cmd_decompress(args) -> int:
     return _run_batch(files, targets, work, args)
 
 
+def bundle_summary(path: Path) -> dict:
+    """What `info` prints for a model bundle: id, latent space, components with their dtypes, quantization."""
+    from .bundle import read_bundle
+
+    bundle = read_bundle(path)
+    dtypes = {name: (entry or {}).get("dtype") for name, entry in ((bundle.manifest or {}).get("components") or {}).items()}
+    return {"bundle": str(path), "model_id": bundle.model_id, "latent_space": bundle.latent_space_name,
+            "components": {c: dtypes.get(c) or "fp32" for c in sorted(bundle.components)}, "quantization": bundle.quantization,
+            "latent_channels": bundle.latent_channels, "downsample_factor": bundle.downsample_factor}
+
+
 def _cmd_info(args) -> int:
-    files = expand_inputs(args.inputs, {SDZ_SUFFIX})
-    if not files:
-        raise OptionError("no .sdz inputs found")
+    from .bundle import is_bundle
+
+    bundles = [Path(p) for p in args.inputs if Path(p).is_dir() and is_bundle(Path(p))]
+    files = expand_inputs([p for p in args.inputs if Path(p) not in bundles], {SDZ_SUFFIX})
+    if not files and not bundles:
+        raise OptionError("no .sdz inputs or model bundles found")
     status = EXIT_OK
+    for bundle in bundles:
+        try:
+            print(json.dumps(bundle_summary(bundle)))
+        except (SdliteError, OSError) as exc:
+            print(f"{bundle}: error: {exc}", file=sys.stderr)
+            status = EXIT_FAILED
     for path in files:
         try:
             print(json.dumps({"file": str(path), **info(path.read_bytes())}))
@@ -287,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=None, help="run the U-Net denoising steps (default: when the bundle has a U-Net)")
     d.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"U-Net steps when denoising (default {DEFAULT_STEPS})")
     d.add_argument("--seed", type=int, default=0, help="noise seed for denoising (default 0)")
-    i = sub.add_parser("info", help="print .sdz headers as JSON lines (no model needed)")
+    i = sub.add_parser("info", help="print .sdz headers (no model needed) and model bundles (id, latent space, dtypes, quantization) as JSON lines")
     i.add_argument("inputs", nargs="+")
     return parser
 

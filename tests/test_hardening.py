@@ -217,7 +217,7 @@ def test_option_errors_are_reported_once_and_empty_info_is_an_error(vaelight, tm
     assert main(["decompress", str(folder), "--model", str(vaelight.path), "--seed", "-3"]) == 2  # no .sdz: usage error
     (tmp_path / "empty").mkdir()
     assert main(["info", str(tmp_path / "empty")]) == 2
-    assert "no .sdz inputs found" in capsys.readouterr().err
+    assert "no .sdz inputs or model bundles found" in capsys.readouterr().err
 
 
 # --- found by reading the code --------------------------------------------------------------------------------

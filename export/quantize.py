@@ -1,0 +1,235 @@
+"""int8 bundles: onnxruntime's static QDQ quantization of a bundle's networks, calibrated on real images.
+
+python -m export.quantize BUNDLE --images DIR --output OUT [--components vae_encoder vae_decoder unet]
+
+Per component: quant_pre_process (shape inference and graph clean-up), then quantize_static in QDQ
+format with per-channel int8 weights and uint8 activations (MinMax calibration): on CPUs with AVX-512
+VNNI (or AVX2), onnxruntime runs the convolutions and matrix products as int8. Calibration inputs come
+from the images: centre crops of CALIBRATION_SIDE pixels for the VAE encoder, their latents (from the
+bundle's own fp32 encoder) for the VAE decoder, and those latents noised to the decoder's denoising
+level for the U-Net. The new bundle's manifest says how it was quantized and from which model; its model
+id is its own (the networks changed), so streams of the fp32 bundle decode with it through
+decoder_mismatch="allow", as with any other decoder of the same latent space.
+
+Quality of int8 networks is the user's call: measured on TAESD and VAElight (BENCHMARKS.md); for the
+full SD networks it cannot be measured here without real weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ExportError
+
+log = logging.getLogger("export")
+
+CALIBRATION_SIDE = 256
+MAX_CALIBRATION_IMAGES = 8
+UNET_CALIBRATION_TIMESTEP = 40  # the decoder's default denoising level (strength 0.04)
+QUANTIZATION = "int8-static-qdq"
+KEEP_EDGE_CONVS = 1  # first and last convolutions of each network stay float (measured: BENCHMARKS.md)
+
+
+def _calibration_images(folder: Path, count: int) -> list[np.ndarray]:
+    from sdlite import images as sd_images
+
+    suffixes = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes) if Path(folder).is_dir() else []
+    if not paths:
+        raise ExportError(f"no calibration images in {folder}: give a folder of a few photos (png, jpg, webp ...)")
+    crops = []
+    for path in paths[:count]:
+        rgb = sd_images.load_rgb(path, max_pixels=None)
+        side = min(CALIBRATION_SIDE, rgb.shape[0] // 8 * 8, rgb.shape[1] // 8 * 8)
+        top, left = (rgb.shape[0] - side) // 2, (rgb.shape[1] - side) // 2
+        crops.append(sd_images.to_tensor(np.ascontiguousarray(rgb[top : top + side, left : left + side])))
+    return crops
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over a list of feeds."""
+
+    def __init__(self, feeds: list[dict]):
+        self.feeds = iter(feeds)
+
+    def get_next(self):
+        return next(self.feeds, None)
+
+
+def _feeds(component: str, model, crops: list[np.ndarray]) -> list[dict]:
+    from sdlite.model import feed_inputs
+
+    if component == "vae_encoder":
+        session = model.session("vae_encoder")
+        return [{session.get_inputs()[0].name: crop} for crop in crops]
+    latents = [model.encode(crop, tile=None) for crop in crops]
+    if component == "vae_decoder":
+        session = model.session("vae_decoder")
+        return [{session.get_inputs()[0].name: z} for z in latents]
+    session = model.session("unet")
+    names = [i.name for i in session.get_inputs()]
+    text = "encoder_hidden_states" if "encoder_hidden_states" in names else names[-1]
+    rng = np.random.default_rng(0)
+    feeds = []
+    for z in latents:
+        sample = model.scheduler.add_noise((z - float(model.shift_factor or 0.0)) * model.scaling_factor, UNET_CALIBRATION_TIMESTEP,
+                                           rng.standard_normal(z.shape).astype(np.float32))
+        feeds.append(feed_inputs(session, {names[0]: sample, "timestep": np.array(UNET_CALIBRATION_TIMESTEP, np.float32),
+                                           text: model.uncond_embedding}))
+    return feeds
+
+
+def _edge_convolutions(path: Path, count: int) -> list[str]:
+    """The first and last `count` Conv nodes in graph order, kept in float (the image and latent ends).
+    Unnamed nodes get names first (the quantizer excludes by name)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    renamed = False
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name, renamed = f"{node.op_type}_{i}", True
+    if renamed:
+        onnx.save(model, str(path))  # external data, if any, stays where it is: only the graph is rewritten
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    return convs[:count] + convs[-count:] if count else []
+
+
+def _quantize_file(source: Path, target: Path, feeds: list[dict], *, large: bool, keep_edges: int) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as folder:
+        prepared = Path(folder) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True, save_as_external_data=large)
+        quantize_static(
+            str(prepared), str(target), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=_edge_convolutions(prepared, keep_edges),
+            use_external_data_format=large, extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+
+
+def _manifest(info, components_done: list[str], folder: Path, calibration: int, source_path: Path, keep_edges: int) -> dict:
+    from sdlite.bundle import BUNDLE_FORMAT, MANIFEST, component_digest, component_files, derive_model_id, file_sha256
+
+    old = dict(info.manifest or {})
+    files, digests = {}, {}
+    for name in sorted(info.components):
+        entries = [{"path": p.relative_to(folder).as_posix(), "sha256": file_sha256(p), "size": p.stat().st_size}
+                   for p in component_files(folder / name)]
+        previous = (old.get("components") or {}).get(name, {})
+        files[name] = {"file": f"{name}/model.onnx", "files": entries, "dtype": "int8" if name in components_done else previous.get("dtype", "fp32"),
+                       "validation_max_abs_diff": None}
+        digests[name] = component_digest([e["sha256"] for e in entries])
+    manifest = {
+        **old,
+        "bundle_format": BUNDLE_FORMAT,
+        "model_id": derive_model_id(digests.get("vae_encoder", "absent"), digests.get("vae_decoder", "absent")),
+        "components": files,
+        "latent_space": info.latent_space.to_manifest() if info.latent_space else None,
+        "scaling_factor": info.scaling_factor,
+        "shift_factor": info.shift_factor,
+        "latent_channels": info.latent_channels,
+        "downsample_factor": info.downsample_factor,
+        "quantization": {"method": QUANTIZATION, "components": components_done, "calibration_images": calibration,
+                         "calibration_side": CALIBRATION_SIDE, "float_edge_convolutions": keep_edges, "derived_from": info.model_id, "source": str(source_path)},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    manifest.setdefault("source", {"kind": "local", "model": str(source_path), "revision": None, "vae": None})
+    manifest.setdefault("uncond_embedding", "uncond.npy" if "unet" in info.components else None)
+    manifest.setdefault("scheduler", "scheduler/scheduler_config.json" if (folder / "scheduler").is_dir() else None)
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def quantize_bundle(bundle, output, *, images, components=None, max_images: int = MAX_CALIBRATION_IMAGES, force: bool = False,
+                    keep_edges: int = KEEP_EDGE_CONVS, progress=None) -> dict:
+    """Write an int8 copy of `bundle` to `output` and return its manifest (see the module docstring)."""
+    from sdlite.bundle import read_bundle
+    from sdlite.model import Model
+
+    from .bundle import install
+
+    source = Path(bundle)
+    info = read_bundle(source)
+    wanted = list(components or sorted(info.components))
+    missing = [c for c in wanted if c not in info.components]
+    if missing:
+        raise ExportError(f"bundle {source} has no {', '.join(missing)} (it has: {', '.join(sorted(info.components))})")
+    output = Path(output)
+    if output.exists() and not force:
+        raise ExportError(f"{output} already exists; pass --force (force=True) to replace it")
+    crops = _calibration_images(Path(images), max_images)
+    model = Model(source, providers=["CPUExecutionProvider"])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        for item in source.iterdir():
+            if item.name != "manifest.json":
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, staging / item.name)
+        for component in wanted:
+            started = time.perf_counter()
+            if progress:
+                progress(component, "start", 0.0)
+            target_dir = staging / component
+            for old in target_dir.iterdir():
+                if old.name != "config.json":
+                    old.unlink()
+            large = sum(p.stat().st_size for p in (source / component).iterdir()) > 1_500_000_000
+            _quantize_file(source / info.component_files[component], target_dir / "model.onnx", _feeds(component, model, crops), large=large,
+                           keep_edges=keep_edges)
+            if progress:
+                progress(component, "done", time.perf_counter() - started)
+        manifest = _manifest(info, wanted, staging, len(crops), source.resolve(), keep_edges)
+        for path in staging.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        staging.chmod(0o755)
+        install(staging, output, force=force)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.quantize", description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundle", help="bundle to quantize (a manifest bundle or an optimum-layout folder)")
+    parser.add_argument("--images", required=True, help=f"folder of a few photos for calibration (the first {MAX_CALIBRATION_IMAGES} are used)")
+    parser.add_argument("--output", "-o", required=True, help="the int8 bundle to write")
+    parser.add_argument("--components", nargs="+", choices=["vae_encoder", "vae_decoder", "unet"], help="components to quantize (default: all present)")
+    parser.add_argument("--keep-edges", type=int, default=KEEP_EDGE_CONVS, metavar="N",
+                        help=f"first and last N convolutions stay float (default {KEEP_EDGE_CONVS})")
+    parser.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in ("onnxruntime", "root"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    def progress(component, event, seconds):
+        log.info("quantizing %s ..." if event == "start" else "quantized %s in %.1f s", component, *([seconds] if event == "done" else []))
+
+    try:
+        manifest = quantize_bundle(args.bundle, args.output, images=args.images, components=args.components, force=args.force,
+                                   keep_edges=args.keep_edges, progress=progress)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no bundle was written", file=sys.stderr)
+        return 130
+    print(f"{args.output}: model id {manifest['model_id']}, {QUANTIZATION} of {', '.join(manifest['quantization']['components'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
