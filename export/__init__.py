@@ -82,6 +82,7 @@ def export_bundle(
     atol: float | None = None,
     force: bool = False,
     latent_space: str | None = None,
+    optimize: str | None = None,
     progress=None,
 ) -> dict:
     """Export a bundle to `output` and return its manifest.
@@ -92,7 +93,8 @@ def export_bundle(
     vae_decoder, unet; dtype: fp32, or fp16 (U-Net only: fp16 SD VAEs overflow); validate/atol: compare
     each ONNX file with PyTorch; force: replace an existing bundle; latent_space: the space's name (see
     sdlite.latent_space) when the VAE's config cannot tell it (an AutoencoderTiny: default the pipeline's,
-    else sd1); progress(component, event, seconds): called per component."""
+    else sd1); optimize: None, "cpu" or "cuda" to store onnxruntime's fused graphs (export.optimize);
+    progress(component, event, seconds): called per component."""
     output = Path(output)
     components = list(dict.fromkeys(components))
     unknown = [c for c in components if c not in COMPONENTS]
@@ -145,6 +147,10 @@ def export_bundle(
         convert(parts, components, staging, opset=opset, dtype=dtype, space=space, on_component=on_component)
         write_extras(parts, staging, uncond)
         manifest = write_manifest(staging, parts, components, source=source, opset=opset, dtype=dtype, validation=validation, space=space)
+        if optimize:
+            from .optimize import optimize_bundle
+
+            manifest = optimize_bundle(staging, target=optimize)
         for path in staging.rglob("*"):  # some writers create private files; a bundle is ordinary data
             path.chmod(0o755 if path.is_dir() else 0o644)
         install(staging, output, force=force)

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--no-validate", action="store_true", help="skip the comparison of each ONNX file with PyTorch")
     parser.add_argument("--atol", type=float, help="validation tolerance: max abs difference relative to max(1, |output|) (default 2e-3; 5e-2 for an fp16 U-Net)")
+    parser.add_argument("--optimize", nargs="?", const="cpu", choices=["cpu", "cuda"],
+                        help="store onnxruntime's fused graphs (attention, layer norms) for this target (default target: cpu)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
     parser.add_argument("--quiet", "-q", action="store_true", help="only print errors")
     return parser
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
         manifest = export_bundle(
             args.output, model=args.model, revision=args.revision, vae=args.vae, tiny=args.tiny,
             components=args.components, dtype=args.dtype, opset=args.opset, validate=not args.no_validate,
-            atol=args.atol, force=args.force, latent_space=args.latent_space, progress=progress,
+            atol=args.atol, force=args.force, latent_space=args.latent_space, optimize=args.optimize, progress=progress,
         )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

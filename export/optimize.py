@@ -1,0 +1,182 @@
+"""Optimised graphs in a bundle: onnxruntime's transformer fusions, done once and stored.
+
+python -m export.optimize BUNDLE [--components unet vae_decoder vae_encoder] [--target cpu|cuda]
+
+onnxruntime's stable-diffusion optimizer (onnxruntime.transformers, model types "unet" and "vae") fuses
+attention into its MultiHeadAttention contrib op (whose CPU kernel does not materialise the whole
+attention matrix), LayerNorm / SkipLayerNorm / Gelu chains into single kernels, and folds constants.
+Fusions that only CUDA implements (GroupNorm, NhwcConv, BiasSplitGelu, BiasAdd, packed QKV) are used
+for --target cuda only, so a cpu-target bundle runs on both providers. The optimised graph is written
+beside the original (model.opt.onnx, with external data for the U-Net), checked against it on random
+inputs, and the manifest then names it; the model id stays (same weights, same function).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ExportError, ValidationError
+
+log = logging.getLogger("export")
+
+OPTIMIZED_FILE = "model.opt.onnx"
+TARGETS = ("cpu", "cuda")
+MODEL_TYPES = {"unet": "unet", "vae_encoder": "vae", "vae_decoder": "vae"}
+CHECK_ATOL = {"fp32": 2e-3, "fp16": 5e-2}  # relative to max(1, max |output|), as the export's validation
+
+
+def _patch_num_heads() -> None:
+    """onnxruntime 1.32's FusionAttentionUnet.get_num_heads calls int() on a one-element array, which numpy
+    2.4 refuses; read the element instead (same result, same rules). The optimizer imports its fusion
+    modules under two names, so both are patched."""
+    import importlib
+    import sys as _sys
+
+    import onnxruntime.transformers.optimizer  # noqa: F401 - puts its folder on sys.path, where it imports fusions by bare name
+
+    modules = [importlib.import_module(name) for name in ("onnxruntime.transformers.fusion_attention_unet", "fusion_attention_unet")
+               if name in _sys.modules or importlib.util.find_spec(name)]
+
+    def get_num_heads(self, reshape_q, is_torch2: bool = False) -> int:
+        value = None
+        if is_torch2:
+            parent = self.model.get_parent(reshape_q, 1)
+            if parent and parent.op_type == "Concat" and len(parent.input) == 4:
+                value = self.model.get_constant_value(parent.input[2])
+        else:
+            shape = self.model.get_constant_value(reshape_q.input[1])
+            if isinstance(shape, np.ndarray) and list(shape.shape) == [4]:
+                value = shape[2:3]
+        if isinstance(value, np.ndarray) and value.size == 1 and int(value.reshape(-1)[0]) > 0:
+            return int(value.reshape(-1)[0])
+        return 0
+
+    for module in modules:
+        module.FusionAttentionUnet.get_num_heads = get_num_heads
+
+
+def fusion_options(model_type: str, target: str):
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    options = FusionOptions(model_type)
+    options.use_multi_head_attention = True
+    if target == "cpu":
+        for cuda_only in ("enable_group_norm", "enable_skip_group_norm", "enable_nhwc_conv", "enable_bias_splitgelu",
+                          "enable_packed_qkv", "enable_packed_kv", "enable_bias_add"):
+            setattr(options, cuda_only, False)
+    return options
+
+
+def _random_feed(session, latent_side: int = 8) -> dict:
+    from sdlite.bundle import ONNX_DTYPES
+
+    rng = np.random.default_rng(0)
+    feed = {}
+    for spec in session.get_inputs():
+        dtype = ONNX_DTYPES.get(spec.type, np.float32)
+        if spec.name == "timestep":
+            feed[spec.name] = np.array(40, dtype=dtype).reshape([1] * len(spec.shape))
+        elif spec.name == "encoder_hidden_states":
+            width = spec.shape[-1] if isinstance(spec.shape[-1], int) else 768
+            feed[spec.name] = rng.normal(0, 1, (1, 77, width)).astype(dtype)
+        elif spec.name == "sample" and spec.shape[1] == 3:
+            feed[spec.name] = rng.uniform(-1, 1, (1, 3, 8 * latent_side, 8 * latent_side)).astype(dtype)
+        else:
+            channels = spec.shape[1] if isinstance(spec.shape[1], int) else 4
+            feed[spec.name] = rng.normal(0, 1, (1, channels, latent_side, latent_side)).astype(dtype)
+    return feed
+
+
+def _check(original: Path, optimized: Path, dtype: str) -> float:
+    import onnxruntime as ort
+
+    plain = ort.InferenceSession(str(original), providers=["CPUExecutionProvider"])
+    fused = ort.InferenceSession(str(optimized), providers=["CPUExecutionProvider"])
+    feed = _random_feed(plain)
+    expected = np.asarray(plain.run(None, feed)[0], dtype=np.float32)
+    got = np.asarray(fused.run(None, feed)[0], dtype=np.float32)
+    diff = float(np.max(np.abs(got - expected)))
+    tolerance = CHECK_ATOL[dtype] * max(1.0, float(np.max(np.abs(expected))))
+    if not diff <= tolerance:
+        raise ValidationError(f"{original.parent.name}: the optimised graph differs from the original by {diff:.3g} (tolerance {tolerance:.3g})")
+    return diff
+
+
+def optimize_bundle(bundle, *, components=None, target: str = "cpu", progress=None) -> dict:
+    """Optimise the bundle's components in place (new files beside the originals) and return the manifest."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from sdlite.bundle import MANIFEST, component_files, file_sha256, read_bundle
+
+    if target not in TARGETS:
+        raise ExportError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
+    _patch_num_heads()
+    folder = Path(bundle)
+    info = read_bundle(folder)
+    if info.manifest is None:
+        raise ExportError(f"{folder} has no manifest.json: optimise a bundle made by python -m export (not a plain optimum folder)")
+    if info.quantization:
+        raise ExportError(f"{folder} is quantized ({info.quantization.get('method')}); optimise the float bundle, then quantize it")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    wanted = [c for c in (components or sorted(info.components)) if c in info.components]
+    done = {}
+    for component in wanted:
+        started = time.perf_counter()
+        if progress:
+            progress(component, "start", 0.0)
+        entry = manifest["components"][component]
+        original = folder / component / "model.onnx"
+        target_path = folder / component / OPTIMIZED_FILE
+        large = sum(p.stat().st_size for p in component_files(folder / component)) > 1_500_000_000
+        optimized = optimize_model(str(original), model_type=MODEL_TYPES[component], opt_level=0, use_gpu=target == "cuda",
+                                   optimization_options=fusion_options(MODEL_TYPES[component], target), only_onnxruntime=False)
+        for stale in folder.joinpath(component).glob(OPTIMIZED_FILE + "*"):
+            stale.unlink()
+        optimized.save_model_to_file(str(target_path), use_external_data_format=large, all_tensors_to_one_file=True)
+        fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+        if not fused:  # nothing to gain: keep the original graph
+            for written in folder.joinpath(component).glob(OPTIMIZED_FILE + "*"):
+                written.unlink()
+            done[component] = {"fused": {}, "seconds": time.perf_counter() - started}
+            continue
+        diff = _check(original, target_path, entry.get("dtype", "fp32"))
+        entry["file"] = f"{component}/{OPTIMIZED_FILE}"
+        entry["files"] = [{"path": p.relative_to(folder).as_posix(), "sha256": file_sha256(p), "size": p.stat().st_size}
+                          for p in sorted((folder / component).iterdir()) if p.name.startswith(OPTIMIZED_FILE)]
+        done[component] = {"max_abs_diff": diff, "fused": fused, "seconds": time.perf_counter() - started}
+        if progress:
+            progress(component, "done", time.perf_counter() - started)
+    manifest["optimization"] = {"tool": "onnxruntime.transformers.optimizer", "target": target, "components": done}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.optimize", description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundle", help="a bundle made by python -m export")
+    parser.add_argument("--components", nargs="+", choices=list(MODEL_TYPES), help="components to optimise (default: all present)")
+    parser.add_argument("--target", choices=TARGETS, default="cpu", help="cpu: fusions both providers run (default); cuda: also CUDA-only ones")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("onnxruntime").setLevel(logging.WARNING)
+    try:
+        manifest = optimize_bundle(args.bundle, components=args.components, target=args.target,
+                                   progress=lambda c, e, s: log.info("optimising %s ..." % c if e == "start" else "optimised %s in %.1f s" % (c, s)))
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for component, result in manifest["optimization"]["components"].items():
+        print(f"{component}: " + (f"max abs diff {result['max_abs_diff']:.3g}, fused {result['fused']}" if result["fused"] else "nothing to fuse, kept"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
