@@ -16,7 +16,7 @@ from sdlite.tiling import DEFAULT_TILE
 
 
 def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, providers=None, tile: int | None = DEFAULT_TILE,
-              width: int | None = None, io_binding: bool = False) -> dict:
+              width: int | None = None, io_binding: bool = False, settings: dict | None = None) -> dict:
     """tile: the VAE stages' tile in latent cells, None for one call. The unet stage is always one
     session call. io_binding: inputs copied to the session's device once and outputs left there (what
     a GPU pipeline does between its stages); each stage is then one session call, timed to completion."""
@@ -24,9 +24,17 @@ def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, pr
     from sdlite.model import feed_inputs
 
     rng = np.random.default_rng(0)
-    model = load_model(bundle, threads=threads, providers=providers)
     component = {"encode": "vae_encoder", "decode": "vae_decoder", "unet": "unet"}[stage]
     started = time.perf_counter()
+    if settings:  # a session of its own, made with these memory settings, in place of the cached one
+        from sdlite import sessions
+        from sdlite.bundle import read_bundle
+
+        info = read_bundle(bundle)
+        own = sessions.create_session(str(info.path / info.component_files[component]), providers, threads=threads, settings=settings)
+        model = load_model(bundle, threads=threads, providers=providers, sessions={component: own})
+    else:
+        model = load_model(bundle, threads=threads, providers=providers)
     session = model.session(component)
     load = time.perf_counter() - started
     height, width = size, width or size
@@ -52,7 +60,9 @@ def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, pr
         times.append(time.perf_counter() - t0)
     import onnxruntime as ort
 
-    return {"engine": "onnxruntime", "stage": stage, "tile": None if io_binding else tile, "io_binding": io_binding, "load_s": load,
+    return {"engine": "onnxruntime", "stage": stage, "tile": None if io_binding else tile, "io_binding": io_binding, "settings": settings or {},
+            "bundle": str(bundle), "quantization": model.info.quantization, "optimization": (model.manifest or {}).get("optimization") is not None,
+            "load_s": load,
             "run_s": times, "providers": session.get_providers(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "onnxruntime": ort.__version__}
 
@@ -96,10 +106,17 @@ def main(argv=None) -> int:
     parser = stage_parser("python -m bench.engine", __doc__, "--bundle", "sdlite bundle")
     parser.add_argument("--providers", nargs="+")
     parser.add_argument("--io-binding", action="store_true", help="inputs and outputs stay on the session's device (GPU runs)")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=on|off",
+                        help="an onnxruntime memory setting (sdlite.sessions.MEMORY_SETTINGS), e.g. prepacking=off; repeatable")
     parser.add_argument("--tile", type=_tile_arg, default=DEFAULT_TILE,
                         help="VAE tile in latent cells, or none (default %(default)s, sdlite's default)")
     args = parser.parse_args(argv)
-    row = run_stage(args.bundle, args.stage, args.size, args.threads, args.repeats, args.providers, args.tile, args.width, args.io_binding)
+    settings = {}
+    for item in args.setting:
+        name, _, value = item.partition("=")
+        settings[name] = value.lower() in ("on", "1", "true", "yes")
+    row = run_stage(args.bundle, args.stage, args.size, args.threads, args.repeats, args.providers, args.tile, args.width, args.io_binding,
+                    settings or None)
     sys.stdout.write(json.dumps(row) + "\n")
     return 0
 

@@ -110,8 +110,9 @@ def _check(original: Path, optimized: Path, dtype: str) -> float:
     return diff
 
 
-def optimize_bundle(bundle, *, components=None, target: str = "cpu", progress=None) -> dict:
-    """Optimise the bundle's components in place (new files beside the originals) and return the manifest."""
+def optimize_bundle(bundle, *, components=None, target: str = "cpu", keep_original: bool = False, progress=None) -> dict:
+    """Optimise the bundle's components in place and return the manifest. The original graphs are removed
+    once the optimised ones check out, unless keep_original (a full SD U-Net is 3.4 GB twice)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     from sdlite.bundle import MANIFEST, component_files, file_sha256, read_bundle
@@ -133,8 +134,11 @@ def optimize_bundle(bundle, *, components=None, target: str = "cpu", progress=No
         if progress:
             progress(component, "start", 0.0)
         entry = manifest["components"][component]
-        original = folder / component / "model.onnx"
+        original = folder / entry.get("file", f"{component}/model.onnx")
         target_path = folder / component / OPTIMIZED_FILE
+        if original.name == OPTIMIZED_FILE:  # optimised before
+            done[component] = (manifest.get("optimization") or {}).get("components", {}).get(component, {"fused": {}})
+            continue
         large = sum(p.stat().st_size for p in component_files(folder / component)) > 1_500_000_000
         optimized = optimize_model(str(original), model_type=MODEL_TYPES[component], opt_level=0, use_gpu=target == "cuda",
                                    optimization_options=fusion_options(MODEL_TYPES[component], target), only_onnxruntime=False)
@@ -149,8 +153,14 @@ def optimize_bundle(bundle, *, components=None, target: str = "cpu", progress=No
             continue
         diff = _check(original, target_path, entry.get("dtype", "fp32"))
         entry["file"] = f"{component}/{OPTIMIZED_FILE}"
-        entry["files"] = [{"path": p.relative_to(folder).as_posix(), "sha256": file_sha256(p), "size": p.stat().st_size}
-                          for p in sorted((folder / component).iterdir()) if p.name.startswith(OPTIMIZED_FILE)]
+        written = sorted(p for p in (folder / component).iterdir() if p.name.startswith(OPTIMIZED_FILE))
+        for path in written:
+            path.chmod(0o644)  # some writers create private files; a bundle is ordinary data
+        entry["files"] = [{"path": p.relative_to(folder).as_posix(), "sha256": file_sha256(p), "size": p.stat().st_size} for p in written]
+        if not keep_original:
+            for stale in component_files(folder / component):
+                if not stale.name.startswith(OPTIMIZED_FILE):
+                    stale.unlink()
         done[component] = {"max_abs_diff": diff, "fused": fused, "seconds": time.perf_counter() - started}
         if progress:
             progress(component, "done", time.perf_counter() - started)
@@ -164,11 +174,12 @@ def main(argv=None) -> int:
     parser.add_argument("bundle", help="a bundle made by python -m export")
     parser.add_argument("--components", nargs="+", choices=list(MODEL_TYPES), help="components to optimise (default: all present)")
     parser.add_argument("--target", choices=TARGETS, default="cpu", help="cpu: fusions both providers run (default); cuda: also CUDA-only ones")
+    parser.add_argument("--keep-original", action="store_true", help="keep the unfused graphs beside the fused ones")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("onnxruntime").setLevel(logging.WARNING)
     try:
-        manifest = optimize_bundle(args.bundle, components=args.components, target=args.target,
+        manifest = optimize_bundle(args.bundle, components=args.components, target=args.target, keep_original=args.keep_original,
                                    progress=lambda c, e, s: log.info("optimising %s ..." % c if e == "start" else "optimised %s in %.1f s" % (c, s)))
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -58,16 +58,40 @@ def check_attached(session, wanted, path: str, *, strict: bool, warn: bool = Tru
             warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-def create_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False):
-    """A new InferenceSession; warns (or raises when strict) if a requested CUDA provider did not attach."""
+MEMORY_SETTINGS = {
+    "cpu_mem_arena": True,  # onnxruntime's CPU arena: freed blocks are kept for reuse
+    "mem_pattern": True,  # pre-planned activation buffers
+    "prepacking": True,  # weights repacked for the GEMM kernels (a second copy of each)
+}
+"""onnxruntime's memory knobs and their defaults (BENCHMARKS.md measures each)."""
+
+
+def session_options(threads: int | None = None, settings: dict | None = None):
     import onnxruntime as ort
 
-    wanted = resolve_providers(providers)
+    chosen = dict(MEMORY_SETTINGS, **(settings or {}))
+    unknown = set(chosen) - set(MEMORY_SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown session settings {sorted(unknown)}; known: {', '.join(MEMORY_SETTINGS)}")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_cpu_mem_arena = bool(chosen["cpu_mem_arena"])
+    options.enable_mem_pattern = bool(chosen["mem_pattern"])
+    if not chosen["prepacking"]:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    return options
+
+
+def create_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False, settings: dict | None = None):
+    """A new InferenceSession; warns (or raises when strict) if a requested CUDA provider did not attach.
+    settings: overrides of MEMORY_SETTINGS."""
+    import onnxruntime as ort
+
+    wanted = resolve_providers(providers)
+    options = session_options(threads, settings)
     log.debug("creating session for %s with %s", path, wanted)
     session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
     check_attached(session, wanted, path, strict=strict)

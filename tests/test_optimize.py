@@ -22,6 +22,8 @@ def test_optimised_bundle_decodes_like_the_plain_one(tiny_bundle, tmp_path, phot
     unet = manifest["optimization"]["components"]["unet"]
     assert unet["fused"].get("MultiHeadAttention", 0) > 0 and unet["max_abs_diff"] < 1e-3
     assert manifest["components"]["unet"]["file"] == f"unet/{OPTIMIZED_FILE}"
+    assert sorted(p.name for p in (folder / "unet").iterdir()) == ["config.json", OPTIMIZED_FILE]  # the unfused graph is gone
+    assert optimize_bundle(folder)["optimization"]["components"]["unet"]["fused"] == unet["fused"]  # a second run keeps it
     assert manifest["model_id"] == json.loads((tiny_bundle / "manifest.json").read_text())["model_id"]  # same weights, same id
     plain, optimised = sdlite.load_model(tiny_bundle), sdlite.load_model(folder)
     assert optimised.session("unet")._model_path.endswith(OPTIMIZED_FILE)
