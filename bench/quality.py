@@ -130,7 +130,7 @@ def _measure(reference: np.ndarray, decoded: np.ndarray, lpips_nets: dict) -> di
 
 
 def run(image_paths, *, model, out_dir, sweep_bpp=None, palette_fractions=None, efforts=(1,), lpips=None, lpips_vgg=None,
-        vaepack_bits=(5, 6, 8), crops=True, progress=True) -> list[dict]:
+        vaepack_bits=(5, 6, 8), crops=True, with_peers=True, progress=True) -> list[dict]:
     """One model's rows. palette_fractions: extra budgets as fractions of each image's palette-method size
     (e.g. 0.65); efforts: the entropy method's effort levels to measure at every budget; lpips /
     lpips_vgg: bench.lpips.LPIPS instances (None skips that metric)."""
@@ -140,7 +140,7 @@ def run(image_paths, *, model, out_dir, sweep_bpp=None, palette_fractions=None, 
     cache = _Cache(out_dir / "results.json", model.model_id)
     lpips_nets = {k: v for k, v in (("lpips", lpips), ("lpips_vgg", lpips_vgg)) if v is not None}
     wanted = tuple(lpips_nets)
-    all_peers = peers.available_peers()
+    all_peers = peers.available_peers() if with_peers else []
     has_jxl = any(p.format == "JXL" for p in all_peers)
     started = time.perf_counter()
     shown: dict[str, dict] = {}
@@ -204,7 +204,7 @@ def run(image_paths, *, model, out_dir, sweep_bpp=None, palette_fractions=None, 
                         return None, None, {"smallest_bytes": peers.smallest(peer, image)}
                     return len(fitted[0]), peer.decode(fitted[0]), {"quality": fitted[1]}
                 record(peer.name, setting, budget, fit, show=show)
-        if has_jxl:
+        if has_jxl and with_peers:
             rgb = images.pad_to_multiple(reference, model.downsample_factor)
             latents = None
             for bits in vaepack_bits:
