@@ -14,7 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .autoencoder_tiny import _wrappers, check_latent_space, is_autoencoder_tiny
+from sdlite.bundle import COMPONENTS  # one definition, shared with the runtime that reads bundles
+
+from .autoencoder_tiny import check_latent_space, is_autoencoder_tiny, wrappers
 from .bundle import DEFAULT_OPSET, convert, install, vae_downsample_factor, write_extras, write_manifest
 from .errors import ExportError, ValidationError
 from .sources import DEFAULT_MODEL, load_components, uncond_embedding
@@ -24,12 +26,11 @@ __all__ = ["export_bundle", "ExportError", "ValidationError", "DEFAULT_MODEL", "
 
 log = logging.getLogger("export")
 
-COMPONENTS = ("vae_encoder", "vae_decoder", "unet")
 DTYPES = ("fp32", "fp16")
 
 
 def _tiny_wrappers(vae, space):
-    return _wrappers(vae, space.scaling_factor, space.shift_factor)
+    return wrappers(vae, space.scaling_factor, space.shift_factor)
 
 
 def resolve_latent_space(parts: dict, name: str | None, factor: int):

@@ -11,6 +11,7 @@ from . import COMPONENTS, DEFAULT_MODEL, DTYPES, ExportError, export_bundle
 from sdlite.latent_space import KNOWN as KNOWN_SPACES
 
 from .bundle import DEFAULT_OPSET
+from .cli_support import run_task
 
 log = logging.getLogger("export")
 
@@ -57,21 +58,14 @@ def main(argv=None) -> int:
         else:
             log.info("exported %s in %.1f s", component, seconds)
 
-    try:
-        manifest = export_bundle(
+    return run_task(
+        lambda: export_bundle(
             args.output, model=args.model, revision=args.revision, vae=args.vae, tiny=args.tiny,
             components=args.components, dtype=args.dtype, opset=args.opset, validate=not args.no_validate,
             atol=args.atol, force=args.force, latent_space=args.latent_space, optimize=args.optimize, progress=progress,
-        )
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: no bundle was written", file=sys.stderr)
-        return 130
-    print(f"{args.output}: model id {manifest['model_id']}, components {', '.join(manifest['components'])}")
-    return 0
-
+        ),
+        lambda manifest: f"{args.output}: model id {manifest['model_id']}, components {', '.join(manifest['components'])}",
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

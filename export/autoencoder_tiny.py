@@ -43,7 +43,8 @@ def _spaces_with(channels: int) -> list[str]:
     return [s.name for s in latent_space.KNOWN if s.channels == channels]
 
 
-def _wrappers(vae, scaling_factor: float, shift_factor: float | None):
+def wrappers(vae, scaling_factor: float, shift_factor: float | None):
+    """torch modules computing what the exported encoder and decoder compute (for export and validation)."""
     import torch
 
     shift = float(shift_factor or 0.0)
@@ -74,7 +75,7 @@ def export_components(vae, components: list[str], folder: Path, *, space, opset:
 
     import torch
 
-    encoder, decoder = _wrappers(vae, space.scaling_factor, space.shift_factor)
+    encoder, decoder = wrappers(vae, space.scaling_factor, space.shift_factor)
     channels = int(vae.config.latent_channels)
     specs = {
         "vae_encoder": (encoder, torch.zeros(1, 3, 64, 64), "sample", "latent_parameters"),

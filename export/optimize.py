@@ -23,13 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli_support import run_task
 from .errors import ExportError, ValidationError
 
 log = logging.getLogger("export")
 
 OPTIMIZED_FILE = "model.opt.onnx"
 TARGETS = ("cpu", "cuda")
-MODEL_TYPES = {"unet": "unet", "vae_encoder": "vae", "vae_decoder": "vae"}
+MODEL_TYPES = {"unet": "unet", "vae_encoder": "vae", "vae_decoder": "vae"}  # sdlite.bundle.COMPONENTS -> optimizer model type
 CHECK_ATOL = {"fp32": 2e-3, "fp16": 5e-2}  # relative to max(1, max |output|), as the export's validation
 
 
@@ -178,16 +179,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("onnxruntime").setLevel(logging.WARNING)
-    try:
-        manifest = optimize_bundle(args.bundle, components=args.components, target=args.target, keep_original=args.keep_original,
-                                   progress=lambda c, e, s: log.info("optimising %s ..." % c if e == "start" else "optimised %s in %.1f s" % (c, s)))
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for component, result in manifest["optimization"]["components"].items():
-        print(f"{component}: " + (f"max abs diff {result['max_abs_diff']:.3g}, fused {result['fused']}" if result["fused"] else "nothing to fuse, kept"))
-    return 0
+    def describe(manifest):
+        return "\n".join(f"{component}: " + (f"max abs diff {r['max_abs_diff']:.3g}, fused {r['fused']}" if r["fused"] else "nothing to fuse, kept")
+                         for component, r in manifest["optimization"]["components"].items())
 
+    return run_task(
+        lambda: optimize_bundle(args.bundle, components=args.components, target=args.target, keep_original=args.keep_original,
+                                progress=lambda c, e, s: log.info("optimising %s ..." % c if e == "start" else "optimised %s in %.1f s" % (c, s))),
+        describe,
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli_support import run_task
 from .errors import ExportError
 
 log = logging.getLogger("export")
@@ -218,18 +219,11 @@ def main(argv=None) -> int:
     def progress(component, event, seconds):
         log.info("quantizing %s ..." if event == "start" else "quantized %s in %.1f s", component, *([seconds] if event == "done" else []))
 
-    try:
-        manifest = quantize_bundle(args.bundle, args.output, images=args.images, components=args.components, force=args.force,
-                                   keep_edges=args.keep_edges, progress=progress)
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: no bundle was written", file=sys.stderr)
-        return 130
-    print(f"{args.output}: model id {manifest['model_id']}, {QUANTIZATION} of {', '.join(manifest['quantization']['components'])}")
-    return 0
-
+    return run_task(
+        lambda: quantize_bundle(args.bundle, args.output, images=args.images, components=args.components, force=args.force,
+                                keep_edges=args.keep_edges, progress=progress),
+        lambda manifest: f"{args.output}: model id {manifest['model_id']}, {QUANTIZATION} of {', '.join(manifest['quantization']['components'])}",
+    )
 
 if __name__ == "__main__":
     sys.exit(main())
