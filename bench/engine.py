@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     parser.add_argument("--providers", nargs="+")
     parser.add_argument("--io-binding", action="store_true", help="inputs and outputs stay on the session's device (GPU runs)")
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=on|off",
-                        help="an onnxruntime memory setting (sdlite.sessions.MEMORY_SETTINGS), e.g. prepacking=off; repeatable")
+                        help="an onnxruntime memory setting over sdlite's defaults (sdlite.sessions.default_settings), e.g. prepacking=off; repeatable")
     parser.add_argument("--tile", type=_tile_arg, default=DEFAULT_TILE,
                         help="VAE tile in latent cells, or none (default %(default)s, sdlite's default)")
     args = parser.parse_args(argv)

@@ -172,7 +172,8 @@ def run(image_paths, *, model, out_dir, sweep_bpp=None, palette_fractions=None, 
             if show:
                 shown.setdefault(path.name, {})[codec] = row
             if progress:
-                state = "unreachable" if row["bytes"] is None else f"{row['bytes']} B, {row.get('psnr', float('nan')):.2f} dB"
+                psnr = f"{row.get('psnr') or float('nan'):.2f} dB"
+                state = psnr if codec == CEILING else "unreachable" if row["bytes"] is None else f"{row['bytes']} B, {psnr}"
                 sys.stderr.write(f"[{index}/{len(image_paths)}] {path.name} {codec} {setting}: {state}\n")
             return row
 

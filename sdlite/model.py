@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import sessions
+from .sessions import check_settings
 from .bundle import EXPORT_HINT, MODEL_FILE, ONNX_DTYPES, SCHEDULER_CONFIG, UNCOND_FILE, check_files, read_bundle, resolve_model_path
 from .errors import ModelNotFoundError, OptionError, SdliteError
 from .scheduler import DEFAULT_STEPS, DEFAULT_STRENGTH, DDIM
@@ -40,11 +41,14 @@ class Model:
     providers: onnxruntime providers (default CUDA if available, else CPU); threads: intra-op threads;
     strict: raise instead of warning when CUDA was requested but did not attach; sessions_: a mapping of
     component name -> your own InferenceSession to use instead; verify: check each component's files
-    against the sha256 its manifest records before building its session (sizes are always checked).
+    against the sha256 its manifest records before building its session (sizes are always checked);
+    session_settings: onnxruntime memory settings for every session built here, over sdlite's per-component
+    defaults (sdlite.sessions.MEMORY_SETTINGS names them, e.g. {"cpu_mem_arena": True}).
     """
 
     def __init__(self, path, *, providers=None, threads: int | None = None, strict: bool = False, sessions_=None,
-                 verify: bool = True):
+                 verify: bool = True, session_settings: dict | None = None):
+        self.session_settings = check_settings(session_settings)
         self.info = read_bundle(Path(path))
         self.path = self.info.path
         self.providers = providers
@@ -95,7 +99,8 @@ class Model:
             raise ModelNotFoundError(f"bundle {self.path} lacks {path.name} for {component} ({path}); {EXPORT_HINT}")
         check_files(self.info, component, hashes=self.verify)
         try:
-            return sessions.cached_session(str(path), self.providers, threads=self.threads, strict=self.strict)
+            return sessions.cached_session(str(path), self.providers, threads=self.threads, strict=self.strict,
+                                           settings=self.session_settings)
         except SdliteError:
             raise
         except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
@@ -192,22 +197,25 @@ _loaded_lock = threading.Lock()
 
 
 def load_model(model=None, *, providers=None, threads: int | None = None, strict: bool = False, sessions=None,
-               verify: bool = True) -> Model:
+               verify: bool = True, session_settings: dict | None = None) -> Model:
     """A Model from a Model (returned as is), a bundle path or name, or None (see
-    sdlite.bundle.resolve_model_path). Loaded models are cached per (path, providers, threads, strict),
-    so repeated calls reuse sessions; a re-export of the same path is loaded afresh."""
+    sdlite.bundle.resolve_model_path). Loaded models are cached per (path, providers, threads, strict,
+    verify, session_settings), so repeated calls reuse sessions; a re-export of the same path is loaded
+    afresh. session_settings: onnxruntime memory settings over sdlite's defaults (see Model)."""
     if isinstance(model, Model):
         return model
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise OptionError(f"threads must be a positive integer, got {threads!r}")
     path = resolve_model_path(model)
     if sessions:
-        return Model(path, providers=providers, threads=threads, strict=strict, sessions_=sessions, verify=verify)
+        return Model(path, providers=providers, threads=threads, strict=strict, sessions_=sessions, verify=verify,
+                     session_settings=session_settings)
     marker = path / "manifest.json" if (path / "manifest.json").is_file() else path / "vae_decoder" / MODEL_FILE
     if not marker.is_file():
         marker = path / "vae_encoder" / MODEL_FILE
-    key = (str(path.resolve()), marker.stat().st_mtime_ns, repr(providers), threads, strict, verify)
+    settings = check_settings(session_settings)
+    key = (str(path.resolve()), marker.stat().st_mtime_ns, repr(providers), threads, strict, verify, tuple(sorted((settings or {}).items())))
     with _loaded_lock:
         if key not in _loaded:
-            _loaded[key] = Model(path, providers=providers, threads=threads, strict=strict, verify=verify)
+            _loaded[key] = Model(path, providers=providers, threads=threads, strict=strict, verify=verify, session_settings=settings)
         return _loaded[key]

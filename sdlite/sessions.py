@@ -1,7 +1,7 @@
 """onnxruntime sessions: provider choice, lazy creation, and a process-wide cache.
 
-Sessions are keyed by (model file, providers, thread count) so that every Model pointing at the same
-file shares one session. onnxruntime's InferenceSession.run is thread-safe. Creation is guarded by one
+Sessions are keyed by (model file, providers, thread count, memory settings) so that every Model
+pointing at the same file shares one session. onnxruntime's InferenceSession.run is thread-safe. Creation is guarded by one
 lock per key, so a thread building a slow session (the full U-Net takes ~20 s) does not hold up
 threads that want other sessions. Whether CUDA attached is checked on every request, cached or not,
 so a strict request after a lenient one of the same file still raises.
@@ -14,7 +14,7 @@ import os
 import threading
 import warnings
 
-from .errors import ProviderError
+from .errors import OptionError, ProviderError
 
 log = logging.getLogger("sdlite")
 
@@ -63,16 +63,51 @@ MEMORY_SETTINGS = {
     "mem_pattern": True,  # pre-planned activation buffers
     "prepacking": True,  # weights repacked for the GEMM kernels (a second copy of each)
 }
-"""onnxruntime's memory knobs and their defaults (BENCHMARKS.md measures each)."""
+"""onnxruntime's memory knobs and their onnxruntime defaults (BENCHMARKS.md measures each)."""
+
+COMPONENT_MEMORY_SETTINGS = {
+    # Measured on SD 1.5's VAE and TAESD (BENCHMARKS.md): without the arena their peak RSS drops by 30-43 %
+    # at the same speed; the U-Net keeps it (25 % slower without, for 6 % less memory).
+    "vae_encoder": {"cpu_mem_arena": False},
+    "vae_decoder": {"cpu_mem_arena": False},
+}
+"""sdlite's defaults per bundle component (the folder that holds the model file), over MEMORY_SETTINGS."""
+
+
+def default_settings(path) -> dict:
+    """The memory settings sdlite uses for a model file: its component's defaults over onnxruntime's."""
+    component = os.path.basename(os.path.dirname(os.path.abspath(str(path))))
+    return dict(MEMORY_SETTINGS, **COMPONENT_MEMORY_SETTINGS.get(component, {}))
+
+
+def check_settings(settings) -> dict | None:
+    """A caller's memory settings, checked: None, or a dict of MEMORY_SETTINGS names to booleans."""
+    if settings is None:
+        return None
+    if not isinstance(settings, dict):
+        raise OptionError(f"session settings must be a dict of names to True/False, got {settings!r}")
+    unknown = sorted(set(settings) - set(MEMORY_SETTINGS))
+    if unknown:
+        raise OptionError(f"unknown session settings {unknown}; known: {', '.join(MEMORY_SETTINGS)}")
+    wrong = [name for name, value in settings.items() if not isinstance(value, bool)]
+    if wrong:
+        raise OptionError(f"session settings take True or False, got {', '.join(f'{n}={settings[n]!r}' for n in wrong)}")
+    return dict(settings)
+
+
+def _settings_for(path, settings: dict | None) -> dict:
+    return dict(default_settings(path), **(settings or {}))  # session_options rejects unknown names
 
 
 def session_options(threads: int | None = None, settings: dict | None = None):
+    """SessionOptions for sdlite: full graph optimisation, the given memory settings (MEMORY_SETTINGS keys;
+    missing ones take onnxruntime's defaults), and intra-op threads when given."""
     import onnxruntime as ort
 
     chosen = dict(MEMORY_SETTINGS, **(settings or {}))
     unknown = set(chosen) - set(MEMORY_SETTINGS)
     if unknown:
-        raise ValueError(f"unknown session settings {sorted(unknown)}; known: {', '.join(MEMORY_SETTINGS)}")
+        raise OptionError(f"unknown session settings {sorted(unknown)}; known: {', '.join(MEMORY_SETTINGS)}")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.enable_cpu_mem_arena = bool(chosen["cpu_mem_arena"])
@@ -87,21 +122,22 @@ def session_options(threads: int | None = None, settings: dict | None = None):
 
 def create_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False, settings: dict | None = None):
     """A new InferenceSession; warns (or raises when strict) if a requested CUDA provider did not attach.
-    settings: overrides of MEMORY_SETTINGS."""
+    settings: overrides of default_settings(path), e.g. {"cpu_mem_arena": True}."""
     import onnxruntime as ort
 
     wanted = resolve_providers(providers)
-    options = session_options(threads, settings)
+    options = session_options(threads, _settings_for(path, settings))
     log.debug("creating session for %s with %s", path, wanted)
     session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
     check_attached(session, wanted, path, strict=strict)
     return session
 
 
-def cached_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False):
-    """The shared session for (path, providers, threads), created on first use."""
+def cached_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False, settings: dict | None = None):
+    """The shared session for (path, providers, threads, memory settings), created on first use."""
     wanted = resolve_providers(providers)
-    key = (os.path.realpath(path), tuple(map(str, wanted)), threads)
+    chosen = _settings_for(path, settings)
+    key = (os.path.realpath(path), tuple(map(str, wanted)), threads, tuple(sorted(chosen.items())))
     with _lock:
         session = _cache.get(key)
         key_lock = _key_locks.setdefault(key, threading.Lock())
@@ -110,7 +146,7 @@ def cached_session(path: str, providers=None, *, threads: int | None = None, str
             with _lock:
                 session = _cache.get(key)
             if session is None:  # nobody built it while this thread waited for the key
-                session = create_session(path, wanted, threads=threads, strict=strict)
+                session = create_session(path, wanted, threads=threads, strict=strict, settings=chosen)
                 with _lock:
                     _cache[key] = session
                 return session
