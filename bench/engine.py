@@ -26,7 +26,7 @@ def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, pr
     rng = np.random.default_rng(0)
     component = {"encode": "vae_encoder", "decode": "vae_decoder", "unet": "unet"}[stage]
     started = time.perf_counter()
-    if settings:  # a session of its own, made with these memory settings, in place of the cached one
+    if settings:  # a session of its own, made with these session settings, in place of the cached one
         from sdlite import sessions
         from sdlite.bundle import read_bundle
 
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     parser.add_argument("--providers", nargs="+")
     parser.add_argument("--io-binding", action="store_true", help="inputs and outputs stay on the session's device (GPU runs)")
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=on|off",
-                        help="an onnxruntime memory setting over sdlite's defaults (sdlite.sessions.default_settings), e.g. prepacking=off; repeatable")
+                        help="an onnxruntime session setting over sdlite's defaults (sdlite.sessions.default_settings), e.g. prepacking=off; repeatable")
     parser.add_argument("--tile", type=_tile_arg, default=DEFAULT_TILE,
                         help="VAE tile in latent cells, or none (default %(default)s, sdlite's default)")
     args = parser.parse_args(argv)

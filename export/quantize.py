@@ -124,6 +124,7 @@ def _manifest(info, components_done: list[str], folder: Path, calibration: int, 
     from sdlite.bundle import BUNDLE_FORMAT, MANIFEST, component_digest, component_files, derive_model_id, file_sha256
 
     old = dict(info.manifest or {})
+    earlier = old.get("quantization") or {}  # quantizing an int8 bundle further: keep what was done and the float origin
     files, digests = {}, {}
     for name in sorted(info.components):
         entries = [{"path": p.relative_to(folder).as_posix(), "sha256": file_sha256(p), "size": p.stat().st_size}
@@ -142,8 +143,9 @@ def _manifest(info, components_done: list[str], folder: Path, calibration: int, 
         "shift_factor": info.shift_factor,
         "latent_channels": info.latent_channels,
         "downsample_factor": info.downsample_factor,
-        "quantization": {"method": QUANTIZATION, "components": components_done, "calibration_images": calibration,
-                         "calibration_side": CALIBRATION_SIDE, "float_edge_convolutions": keep_edges, "derived_from": info.model_id, "source": str(source_path)},
+        "quantization": {"method": QUANTIZATION, "components": sorted(set(components_done) | set(earlier.get("components", []))),
+                         "calibration_images": calibration, "calibration_side": CALIBRATION_SIDE, "float_edge_convolutions": keep_edges,
+                         "derived_from": earlier.get("derived_from", info.model_id), "source": earlier.get("source", str(source_path))},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     manifest.setdefault("source", {"kind": "local", "model": str(source_path), "revision": None, "vae": None})

@@ -42,8 +42,8 @@ class Model:
     strict: raise instead of warning when CUDA was requested but did not attach; sessions_: a mapping of
     component name -> your own InferenceSession to use instead; verify: check each component's files
     against the sha256 its manifest records before building its session (sizes are always checked);
-    session_settings: onnxruntime memory settings for every session built here, over sdlite's per-component
-    defaults (sdlite.sessions.MEMORY_SETTINGS names them, e.g. {"cpu_mem_arena": True}).
+    session_settings: onnxruntime session settings for every session built here, over sdlite's per-component
+    defaults (sdlite.sessions.SESSION_SETTINGS names them, e.g. {"cpu_mem_arena": True}).
     """
 
     def __init__(self, path, *, providers=None, threads: int | None = None, strict: bool = False, sessions_=None,
@@ -201,7 +201,7 @@ def load_model(model=None, *, providers=None, threads: int | None = None, strict
     """A Model from a Model (returned as is), a bundle path or name, or None (see
     sdlite.bundle.resolve_model_path). Loaded models are cached per (path, providers, threads, strict,
     verify, session_settings), so repeated calls reuse sessions; a re-export of the same path is loaded
-    afresh. session_settings: onnxruntime memory settings over sdlite's defaults (see Model)."""
+    afresh. session_settings: onnxruntime session settings over sdlite's defaults (see Model)."""
     if isinstance(model, Model):
         return model
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):

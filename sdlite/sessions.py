@@ -1,6 +1,6 @@
 """onnxruntime sessions: provider choice, lazy creation, and a process-wide cache.
 
-Sessions are keyed by (model file, providers, thread count, memory settings) so that every Model
+Sessions are keyed by (model file, providers, thread count, session settings) so that every Model
 pointing at the same file shares one session. onnxruntime's InferenceSession.run is thread-safe. Creation is guarded by one
 lock per key, so a thread building a slow session (the full U-Net takes ~20 s) does not hold up
 threads that want other sessions. Whether CUDA attached is checked on every request, cached or not,
@@ -58,37 +58,41 @@ def check_attached(session, wanted, path: str, *, strict: bool, warn: bool = Tru
             warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-MEMORY_SETTINGS = {
+SESSION_SETTINGS = {
     "cpu_mem_arena": True,  # onnxruntime's CPU arena: freed blocks are kept for reuse
     "mem_pattern": True,  # pre-planned activation buffers
     "prepacking": True,  # weights repacked for the GEMM kernels (a second copy of each)
+    "layout_optimization": True,  # ORT_ENABLE_ALL: CPU layout rewrites (NCHWc convolutions), done at every load
 }
-"""onnxruntime's memory knobs and their onnxruntime defaults (BENCHMARKS.md measures each)."""
+"""onnxruntime's session knobs, with onnxruntime's defaults (BENCHMARKS.md measures each)."""
 
-COMPONENT_MEMORY_SETTINGS = {
-    # Measured on SD 1.5's VAE and TAESD (BENCHMARKS.md): without the arena their peak RSS drops by 30-43 %
-    # at the same speed; the U-Net keeps it (25 % slower without, for 6 % less memory).
+COMPONENT_SETTINGS = {
+    # Measured on SD 1.5's VAE and TAESD (BENCHMARKS.md): without the arena their peak RSS drops by 28-43 %
+    # at the same speed (encoders about 5-10 % slower).
     "vae_encoder": {"cpu_mem_arena": False},
     "vae_decoder": {"cpu_mem_arena": False},
+    # The U-Net keeps the arena (25 % slower without). Its layout rewrites took 10 s of every 12-15 s session
+    # build for no measurable speed-up (plain and fused graphs alike), so it stops at ORT_ENABLE_EXTENDED.
+    "unet": {"layout_optimization": False},
 }
-"""sdlite's defaults per bundle component (the folder that holds the model file), over MEMORY_SETTINGS."""
+"""sdlite's defaults per bundle component (the folder that holds the model file), over SESSION_SETTINGS."""
 
 
 def default_settings(path) -> dict:
-    """The memory settings sdlite uses for a model file: its component's defaults over onnxruntime's."""
+    """The session settings sdlite uses for a model file: its component's defaults over onnxruntime's."""
     component = os.path.basename(os.path.dirname(os.path.abspath(str(path))))
-    return dict(MEMORY_SETTINGS, **COMPONENT_MEMORY_SETTINGS.get(component, {}))
+    return dict(SESSION_SETTINGS, **COMPONENT_SETTINGS.get(component, {}))
 
 
 def check_settings(settings) -> dict | None:
-    """A caller's memory settings, checked: None, or a dict of MEMORY_SETTINGS names to booleans."""
+    """A caller's session settings, checked: None, or a dict of SESSION_SETTINGS names to booleans."""
     if settings is None:
         return None
     if not isinstance(settings, dict):
         raise OptionError(f"session settings must be a dict of names to True/False, got {settings!r}")
-    unknown = sorted(set(settings) - set(MEMORY_SETTINGS))
+    unknown = sorted(set(settings) - set(SESSION_SETTINGS))
     if unknown:
-        raise OptionError(f"unknown session settings {unknown}; known: {', '.join(MEMORY_SETTINGS)}")
+        raise OptionError(f"unknown session settings {unknown}; known: {', '.join(SESSION_SETTINGS)}")
     wrong = [name for name, value in settings.items() if not isinstance(value, bool)]
     if wrong:
         raise OptionError(f"session settings take True or False, got {', '.join(f'{n}={settings[n]!r}' for n in wrong)}")
@@ -100,16 +104,17 @@ def _settings_for(path, settings: dict | None) -> dict:
 
 
 def session_options(threads: int | None = None, settings: dict | None = None):
-    """SessionOptions for sdlite: full graph optimisation, the given memory settings (MEMORY_SETTINGS keys;
-    missing ones take onnxruntime's defaults), and intra-op threads when given."""
+    """SessionOptions for sdlite: the given settings (SESSION_SETTINGS keys; missing ones take onnxruntime's
+    defaults) and intra-op threads when given."""
     import onnxruntime as ort
 
-    chosen = dict(MEMORY_SETTINGS, **(settings or {}))
-    unknown = set(chosen) - set(MEMORY_SETTINGS)
+    chosen = dict(SESSION_SETTINGS, **(settings or {}))
+    unknown = set(chosen) - set(SESSION_SETTINGS)
     if unknown:
-        raise OptionError(f"unknown session settings {sorted(unknown)}; known: {', '.join(MEMORY_SETTINGS)}")
+        raise OptionError(f"unknown session settings {sorted(unknown)}; known: {', '.join(SESSION_SETTINGS)}")
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if chosen["layout_optimization"]
+                                        else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
     options.enable_cpu_mem_arena = bool(chosen["cpu_mem_arena"])
     options.enable_mem_pattern = bool(chosen["mem_pattern"])
     if not chosen["prepacking"]:
@@ -134,7 +139,7 @@ def create_session(path: str, providers=None, *, threads: int | None = None, str
 
 
 def cached_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False, settings: dict | None = None):
-    """The shared session for (path, providers, threads, memory settings), created on first use."""
+    """The shared session for (path, providers, threads, session settings), created on first use."""
     wanted = resolve_providers(providers)
     chosen = _settings_for(path, settings)
     key = (os.path.realpath(path), tuple(map(str, wanted)), threads, tuple(sorted(chosen.items())))

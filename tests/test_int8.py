@@ -49,6 +49,17 @@ def test_tiny_bundle_quantized_whole(tiny_bundle, calibration, tmp_path, photo):
     assert summary["quantization"]["method"] == "int8-static-qdq" and summary["components"]["unet"] == "int8"
 
 
+def test_quantizing_in_steps_keeps_the_record(tiny_bundle, calibration, tmp_path):
+    from export.quantize import quantize_bundle
+
+    fp32 = json.loads((tiny_bundle / "manifest.json").read_text())
+    quantize_bundle(tiny_bundle, tmp_path / "unet8", images=calibration, components=["unet"])
+    manifest = quantize_bundle(tmp_path / "unet8", tmp_path / "all8", images=calibration, components=["vae_decoder"])
+    assert manifest["quantization"]["components"] == ["unet", "vae_decoder"]
+    assert manifest["quantization"]["derived_from"] == fp32["model_id"]
+    assert {name: entry["dtype"] for name, entry in manifest["components"].items()} == {"unet": "int8", "vae_decoder": "int8", "vae_encoder": "fp32"}
+
+
 def test_int8_taesd_loses_little(calibration, kodak, tmp_path):
     taesd = SHARED / "models" / "taesd"
     if not (taesd / "vae_decoder" / "model.onnx").is_file():
