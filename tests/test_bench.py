@@ -78,13 +78,7 @@ def test_lpips_matches_an_independent_torch_implementation(lpips_weights):
                 x = F.max_pool2d(x, 3, 2)
         return out
 
-    total = 0.0
-    for i, (fa, fb) in enumerate(zip(feats(a), feats(b))):
-        fa = fa / (fa.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-        fb = fb / (fb.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-        w = torch.from_numpy(lpips_weights[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].reshape(-1))
-        total += float(((fa - fb) ** 2 * w.view(1, -1, 1, 1)).sum(1).mean())
-    assert lp.LPIPS(lpips_weights)(a, b) == pytest.approx(total, rel=1e-4)
+    assert lp.LPIPS(lpips_weights)(a, b) == pytest.approx(_torch_lpips(feats(a), feats(b), lpips_weights), rel=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -129,13 +123,7 @@ def test_lpips_vgg_matches_an_independent_torch_implementation(vgg_weights):
                 out.append(x)
         return out
 
-    total = 0.0
-    for i, (fa, fb) in enumerate(zip(feats(a), feats(b))):
-        fa = fa / (fa.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-        fb = fb / (fb.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-        w = torch.from_numpy(vgg_weights[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].reshape(-1))
-        total += float(((fa - fb) ** 2 * w.view(1, -1, 1, 1)).sum(1).mean())
-    assert lp.LPIPS(vgg_weights, "vgg16")(a, b) == pytest.approx(total, rel=1e-4)
+    assert lp.LPIPS(vgg_weights, "vgg16")(a, b) == pytest.approx(_torch_lpips(feats(a), feats(b), vgg_weights), rel=1e-4)
 
 
 def test_peers_fit_the_budget():
@@ -270,3 +258,17 @@ def test_pipeline_benchmark_smoke(vaelight, tmp_path, photo):
     rows = json.loads((tmp_path / "out" / "pipeline.json").read_text())["rows"]
     assert len(rows) == 2 and all(r["compress_s"] > 0 and r["decompress_s"] > 0 for r in rows)
     assert "| vaelight |" in text and (tmp_path / "out" / "pipeline.md").is_file()
+
+
+def _torch_lpips(features_a, features_b, weights) -> float:
+    """LPIPS from two lists of torch feature maps: unit-normalised channels, squared differences weighted
+    by the linear layers, spatial mean, summed over the taps."""
+    import torch
+
+    total = 0.0
+    for i, (fa, fb) in enumerate(zip(features_a, features_b)):
+        fa = fa / (fa.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        fb = fb / (fb.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        w = torch.from_numpy(weights[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].reshape(-1))
+        total += float(((fa - fb) ** 2 * w.view(1, -1, 1, 1)).sum(1).mean())
+    return total
