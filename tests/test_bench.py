@@ -257,6 +257,9 @@ def test_pipeline_benchmark_smoke(vaelight, tmp_path, photo):
     text = pipeline.run([tmp_path / "a.png"], models=[vaelight.path, vaelight.path], repeats=1, out_dir=tmp_path / "out")
     rows = json.loads((tmp_path / "out" / "pipeline.json").read_text())["rows"]
     assert len(rows) == 2 and all(r["compress_s"] > 0 and r["decompress_s"] > 0 for r in rows)
+    # the time outside the network runs is measured inside the same calls: positive, and less than the call
+    assert all(0 < r["compress_outside_s"] < r["compress_s"] and 0 < r["decompress_outside_s"] < r["decompress_s"] for r in rows)
+    assert all(r["glue_share"] > 0 for r in rows)
     assert "| vaelight |" in text and (tmp_path / "out" / "pipeline.md").is_file()
 
 
