@@ -66,22 +66,36 @@ SESSION_SETTINGS = {
 }
 """onnxruntime's session knobs, with onnxruntime's defaults (BENCHMARKS.md measures each)."""
 
+LARGE_NETWORK_BYTES = 50_000_000
+"""Model files from this size up count as large networks (SD's VAE: 137 and 198 MB; TAESD, VAElight: 1-5 MB)."""
+
 COMPONENT_SETTINGS = {
-    # Measured on SD 1.5's VAE and TAESD (BENCHMARKS.md): without the arena their peak RSS drops by 28-43 %
-    # at the same speed (encoders about 5-10 % slower).
+    # Large VAEs run without the CPU arena: measured on SD 1.5's (BENCHMARKS.md), their peak RSS drops by
+    # 29-43 % at the same speed. Small ones keep it: TAESD's and VAElight's decoders ran 17-50 % slower
+    # without it, for memory that is small anyway.
     "vae_encoder": {"cpu_mem_arena": False},
     "vae_decoder": {"cpu_mem_arena": False},
     # The U-Net keeps the arena (25 % slower without). Its layout rewrites took 10 s of every 12-15 s session
     # build for no measurable speed-up (plain and fused graphs alike), so it stops at ORT_ENABLE_EXTENDED.
     "unet": {"layout_optimization": False},
 }
-"""sdlite's defaults per bundle component (the folder that holds the model file), over SESSION_SETTINGS."""
+"""sdlite's defaults per bundle component (the folder that holds the model file), over SESSION_SETTINGS;
+the arena setting applies to large networks only (LARGE_NETWORK_BYTES)."""
 
 
 def default_settings(path) -> dict:
     """The session settings sdlite uses for a model file: its component's defaults over onnxruntime's."""
-    component = os.path.basename(os.path.dirname(os.path.abspath(str(path))))
-    return dict(SESSION_SETTINGS, **COMPONENT_SETTINGS.get(component, {}))
+    path = os.path.abspath(str(path))
+    chosen = dict(SESSION_SETTINGS, **COMPONENT_SETTINGS.get(os.path.basename(os.path.dirname(path)), {}))
+    if not chosen["cpu_mem_arena"] and not _is_large(path):
+        chosen["cpu_mem_arena"] = True
+    return chosen
+
+
+def _is_large(path: str) -> bool:
+    """By the file's size with its external weights (model.onnx.data), when it has them."""
+    sizes = [os.path.getsize(p) for p in (path, path + ".data") if os.path.isfile(p)]
+    return sum(sizes) >= LARGE_NETWORK_BYTES
 
 
 def check_settings(settings) -> dict | None:

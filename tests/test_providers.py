@@ -74,31 +74,40 @@ def test_a_slow_session_build_does_not_block_other_sessions(monkeypatch, tmp_pat
     assert sorted(built) == [fast, slow]  # each built once
 
 
-def test_session_defaults_follow_the_component():
-    # VAE sessions run without onnxruntime's CPU arena (measured: less memory, same speed); the U-Net keeps it
-    # but skips the layout rewrites (measured: 10 s of its session build, no speed-up)
-    assert sessions.default_settings("bundle/vae_decoder/model.onnx")["cpu_mem_arena"] is False
-    assert sessions.default_settings("bundle/vae_encoder/model.onnx")["cpu_mem_arena"] is False
-    assert sessions.default_settings("bundle/vae_decoder/model.onnx")["layout_optimization"] is True
-    assert sessions.default_settings("bundle/unet/model.opt.onnx") == dict(sessions.SESSION_SETTINGS, layout_optimization=False)
-    assert sessions.default_settings("elsewhere/model.onnx") == sessions.SESSION_SETTINGS
+def test_session_defaults_follow_the_component(tmp_path):
+    # large VAEs run without onnxruntime's CPU arena (measured: less memory, same speed), small ones keep it
+    # (measured: faster); the U-Net keeps it but skips the layout rewrites (10 s of its build, no speed-up)
+    for component in ("vae_encoder", "vae_decoder", "unet"):
+        (tmp_path / "big" / component).mkdir(parents=True)
+        with open(tmp_path / "big" / component / "model.onnx", "wb") as f:
+            f.truncate(sessions.LARGE_NETWORK_BYTES)  # sparse: no disk used
+        (tmp_path / "small" / component).mkdir(parents=True)
+        (tmp_path / "small" / component / "model.onnx").write_bytes(b"x" * 1000)
+    big, small = tmp_path / "big", tmp_path / "small"
+    assert sessions.default_settings(big / "vae_decoder" / "model.onnx")["cpu_mem_arena"] is False
+    assert sessions.default_settings(big / "vae_encoder" / "model.onnx")["cpu_mem_arena"] is False
+    assert sessions.default_settings(small / "vae_decoder" / "model.onnx") == sessions.SESSION_SETTINGS
+    assert sessions.default_settings(big / "vae_decoder" / "model.onnx")["layout_optimization"] is True
+    for folder in (big, small):
+        assert sessions.default_settings(folder / "unet" / "model.onnx") == dict(sessions.SESSION_SETTINGS, layout_optimization=False)
+    assert sessions.default_settings(tmp_path / "model.onnx") == sessions.SESSION_SETTINGS
     with pytest.raises(OptionError, match="known: cpu_mem_arena"):
         sessions.session_options(settings={"arena": False})
 
 
 def test_sessions_are_built_and_cached_per_memory_settings(vaelight):
     path = str(vaelight.path / "vae_decoder" / "model.onnx")
-    default = sessions.cached_session(path, ["CPUExecutionProvider"], threads=1)
-    assert default.get_session_options().enable_cpu_mem_arena is False
+    default = sessions.cached_session(path, ["CPUExecutionProvider"], threads=1)  # VAElight's decoder: small, arena on
+    assert default.get_session_options().enable_cpu_mem_arena is True
     assert default.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    arena = sessions.cached_session(path, ["CPUExecutionProvider"], threads=1, settings={"cpu_mem_arena": True})
-    assert arena is not default and arena.get_session_options().enable_cpu_mem_arena is True
-    assert sessions.cached_session(path, ["CPUExecutionProvider"], threads=1, settings={"cpu_mem_arena": False}) is default
+    no_arena = sessions.cached_session(path, ["CPUExecutionProvider"], threads=1, settings={"cpu_mem_arena": False})
+    assert no_arena is not default and no_arena.get_session_options().enable_cpu_mem_arena is False
+    assert sessions.cached_session(path, ["CPUExecutionProvider"], threads=1, settings={"cpu_mem_arena": True}) is default
     latent = np.random.default_rng(0).normal(size=(1, 4, 8, 8)).astype(np.float32)
     feed = {default.get_inputs()[0].name: latent}
-    np.testing.assert_array_equal(default.run(None, feed)[0], arena.run(None, feed)[0])
-    chosen = load_model(vaelight.path, providers=["CPUExecutionProvider"], threads=1, session_settings={"cpu_mem_arena": True})
-    assert chosen.session("vae_decoder") is arena
+    np.testing.assert_array_equal(default.run(None, feed)[0], no_arena.run(None, feed)[0])
+    chosen = load_model(vaelight.path, providers=["CPUExecutionProvider"], threads=1, session_settings={"cpu_mem_arena": False})
+    assert chosen.session("vae_decoder") is no_arena
     assert load_model(vaelight.path, providers=["CPUExecutionProvider"], threads=1).session("vae_decoder") is default
 
 
