@@ -26,15 +26,7 @@ def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, pr
     rng = np.random.default_rng(0)
     component = {"encode": "vae_encoder", "decode": "vae_decoder", "unet": "unet"}[stage]
     started = time.perf_counter()
-    if settings:  # a session of its own, made with these session settings, in place of the cached one
-        from sdlite import sessions
-        from sdlite.bundle import read_bundle
-
-        info = read_bundle(bundle)
-        own = sessions.create_session(str(info.path / info.component_files[component]), providers, threads=threads, settings=settings)
-        model = load_model(bundle, threads=threads, providers=providers, sessions={component: own})
-    else:
-        model = load_model(bundle, threads=threads, providers=providers)
+    model = load_model(bundle, threads=threads, providers=providers, session_settings=settings or None)
     session = model.session(component)
     load = time.perf_counter() - started
     height, width = size, width or size

@@ -19,10 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import bitstream, images, methods
-from .codec import DEFAULT_METHOD, _check_effort, compress_latents, compress_rgb, decompress, decompress_latents, full_size_latents
+from .codec import DEFAULT_EFFORT, DEFAULT_METHOD, _check_effort, compress_latents, compress_rgb, decompress, decompress_latents, full_size_latents
 from .errors import OptionError, SdliteError
 from .model import load_model
 from .resolution import AUTO, check_scale
+from .tiling import DEFAULT_TILE
 
 __all__ = ["compress_dataset", "decompress_dataset", "DEFAULT_BATCH_SIZE"]
 
@@ -41,9 +42,9 @@ class _Compressor:
         self.model = load_model(model, **load_options)
         self.column, self.kind, self.options = column, kind, dict(options)
         self.spec = methods.by_name(self.options.pop("method", DEFAULT_METHOD))
-        self.effort = self.options.pop("effort", 1)
+        self.effort = self.options.pop("effort", DEFAULT_EFFORT)
         self.scale = self.options.pop("scale", AUTO)
-        self.tile = self.options.pop("tile", 96)
+        self.tile = self.options.pop("tile", DEFAULT_TILE)
         self.max_pixels = self.options.pop("max_pixels", bitstream.DEFAULT_MAX_PIXELS)
         self.spec.check_options(**self.options)
 
@@ -143,7 +144,7 @@ def compress_dataset(ds, *, model, column: str = "image", kind: str = "image", b
     spec = methods.by_name(options.get("method", DEFAULT_METHOD))
     spec.check_options(**{k: v for k, v in options.items() if k in spec.options})
     check_scale(options.get("scale", AUTO))
-    _check_effort(options.get("effort", 1))
+    _check_effort(options.get("effort", DEFAULT_EFFORT))
     load_options = {"providers": providers, "threads": threads}
     return ds.map_batches(_Compressor, fn_constructor_args=(model, column, kind, options, load_options), batch_size=batch_size,
                           batch_format="numpy", **_worker_options(num_gpus, num_cpus, concurrency))

@@ -1,8 +1,8 @@
 """onnxruntime sessions: provider choice, lazy creation, and a process-wide cache.
 
 Sessions are keyed by (model file, providers, thread count, session settings) so that every Model
-pointing at the same file shares one session. onnxruntime's InferenceSession.run is thread-safe. Creation is guarded by one
-lock per key, so a thread building a slow session (the full U-Net takes ~20 s) does not hold up
+pointing at the same file shares one session. onnxruntime's InferenceSession.run is thread-safe.
+Creation is guarded by one lock per key, so a thread building a slow session does not hold up
 threads that want other sessions. Whether CUDA attached is checked on every request, cached or not,
 so a strict request after a lenient one of the same file still raises.
 """
@@ -122,10 +122,7 @@ def session_options(threads: int | None = None, settings: dict | None = None):
     defaults) and intra-op threads when given."""
     import onnxruntime as ort
 
-    chosen = dict(SESSION_SETTINGS, **(settings or {}))
-    unknown = set(chosen) - set(SESSION_SETTINGS)
-    if unknown:
-        raise OptionError(f"unknown session settings {sorted(unknown)}; known: {', '.join(SESSION_SETTINGS)}")
+    chosen = dict(SESSION_SETTINGS, **(check_settings(settings) or {}))
     options = ort.SessionOptions()
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if chosen["layout_optimization"]
                                         else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
