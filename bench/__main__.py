@@ -47,6 +47,9 @@ def main(argv=None) -> int:
     s.add_argument("--width", type=int, help="image width in pixels (default: --size, square)")
     s.add_argument("--stages", nargs="+", choices=["encode", "unet", "decode"], help="stages to time (default all; a VAE-only bundle: encode decode)")
     s.add_argument("--io-binding", action="store_true", help="onnxruntime keeps inputs and outputs on the device (GPU runs)")
+    s.add_argument("--also", action="append", default=[], metavar="BUNDLE",
+                   help="another bundle of the same weights (e.g. int8) timed in the same run; repeat for several")
+    s.add_argument("--no-flops", action="store_true", help="skip counting each stage's FLOPs (one more torch call per stage)")
     i = sub.add_parser("install-size", help="disk size of a fresh runtime-only install (new venv, pip install .)")
     i.add_argument("--out", default="bench-out/speed", help="output folder (default %(default)s)")
     w = sub.add_parser("device-wheels", help="download and split the wheels a GPU device run must carry")

@@ -15,6 +15,18 @@ import numpy as np
 from sdlite.tiling import DEFAULT_TILE
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB. VmHWM where Linux has it: ru_maxrss survives exec, so a
+    child started by a big parent (pytest, a notebook) would report the parent's size at fork time."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, providers=None, tile: int | None = DEFAULT_TILE,
               width: int | None = None, io_binding: bool = False, settings: dict | None = None) -> dict:
     """tile: the VAE stages' tile in latent cells, None for one call. The unet stage is always one
@@ -53,10 +65,11 @@ def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, pr
     import onnxruntime as ort
 
     return {"engine": "onnxruntime", "stage": stage, "tile": None if io_binding else tile, "io_binding": io_binding, "settings": settings or {},
-            "bundle": str(bundle), "quantization": model.info.quantization, "optimization": (model.manifest or {}).get("optimization") is not None,
+            "bundle": str(bundle), "quantization": model.info.quantization,
+            "dtype": ((model.manifest or {}).get("components", {}).get(component) or {}).get("dtype", "fp32"), "optimization": (model.manifest or {}).get("optimization") is not None,
             "load_s": load,
             "run_s": times, "providers": session.get_providers(),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "onnxruntime": ort.__version__}
+            "peak_rss_mb": peak_rss_mb(), "onnxruntime": ort.__version__}
 
 
 def _bound_call(session, feed: dict):

@@ -7,9 +7,10 @@ memory belongs to that stage alone."""
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
+
+from .engine import peak_rss_mb
 
 
 def _vae_class(pipeline: str) -> str:
@@ -21,9 +22,11 @@ def _vae_class(pipeline: str) -> str:
 
 
 def run_stage(pipeline: str, stage: str, size: int, threads: int, repeats: int, device: str = "cpu", dtype: str = "fp32",
-              width: int | None = None) -> dict:
+              width: int | None = None, flops: bool = False) -> dict:
     """dtype fp16 applies to the U-Net only (as in the ONNX export: fp16 SD VAEs overflow). pipeline: a
-    diffusers pipeline folder, or an AutoencoderTiny folder for the VAE stages (TAESD)."""
+    diffusers pipeline folder, or an AutoencoderTiny folder for the VAE stages (TAESD). flops: after the
+    timed runs (and the peak RSS reading), one more call under torch's FlopCounterMode counts the
+    stage's floating-point operations (a multiply-add is 2), the yardstick for the SGEMM share."""
     import numpy as np
     import torch
     from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
@@ -69,8 +72,16 @@ def run_stage(pipeline: str, stage: str, size: int, threads: int, repeats: int, 
             call()
             sync()
             times.append(time.perf_counter() - t0)
-    return {"engine": "torch", "stage": stage, "load_s": load, "run_s": times, "device": device, "dtype": "fp16" if half else "fp32",
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__}
+    row = {"engine": "torch", "stage": stage, "load_s": load, "run_s": times, "device": device, "dtype": "fp16" if half else "fp32",
+           "peak_rss_mb": peak_rss_mb(), "torch": torch.__version__}
+    if flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            call()
+        row["flops"] = counter.get_total_flops()
+    return row
 
 
 def main(argv=None) -> int:
@@ -79,8 +90,10 @@ def main(argv=None) -> int:
     parser = stage_parser("python -m bench.reference", __doc__, "--pipeline", "diffusers folder")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="fp16 applies to the U-Net only")
+    parser.add_argument("--flops", action="store_true", help="also count the stage's FLOPs (one more call)")
     args = parser.parse_args(argv)
-    print(json.dumps(run_stage(args.pipeline, args.stage, args.size, args.threads, args.repeats, args.device, args.dtype, args.width)))
+    print(json.dumps(run_stage(args.pipeline, args.stage, args.size, args.threads, args.repeats, args.device, args.dtype, args.width,
+                               args.flops)))
     return 0
 
 

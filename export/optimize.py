@@ -4,7 +4,8 @@ python -m export.optimize BUNDLE [--components unet vae_decoder vae_encoder] [--
 
 onnxruntime's stable-diffusion optimizer (onnxruntime.transformers, model types "unet" and "vae") fuses
 attention into its MultiHeadAttention contrib op (whose CPU kernel does not materialise the whole
-attention matrix), LayerNorm / SkipLayerNorm / Gelu chains into single kernels, and folds constants.
+attention matrix; self-attention, which the optimizer makes a packed-QKV Attention node, is split back
+into three projections feeding MultiHeadAttention for the cpu target: see split_self_attention), LayerNorm / SkipLayerNorm / Gelu chains into single kernels, and folds constants.
 Fusions that only CUDA implements (GroupNorm, NhwcConv, BiasSplitGelu, BiasAdd, packed QKV) are used
 for --target cuda only, so a cpu-target bundle runs on both providers. The optimised graph is written
 beside the original (model.opt.onnx, with external data for the U-Net), checked against it on random
@@ -76,6 +77,52 @@ def fusion_options(model_type: str, target: str):
     return options
 
 
+SPLITTABLE_ATTENTION_ATTRIBUTES = {"num_heads", "scale", "mask_filter_value"}
+
+
+def split_self_attention(model) -> int:
+    """Rewrite each self-attention that the fusion made a com.microsoft Attention node (one packed Q|K|V
+    weight) as three MatMuls feeding MultiHeadAttention, in place; return how many were rewritten.
+
+    Why: onnxruntime's CPU Attention kernel materialises the whole softmax(QK^T) matrix (8 heads x 4096^2
+    floats = 537 MB at SD's 64x64 latents), while MultiHeadAttention with separate Q, K, V runs its
+    tiled flash kernel. Same weights, same bias, same scale: the function does not change."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    rewritten, nodes = 0, []
+    for node in graph.node:
+        attributes = {a.name for a in node.attribute}
+        weight = initializers.get(node.input[1]) if len(node.input) > 1 else None
+        if (node.op_type != "Attention" or node.domain != "com.microsoft" or len(node.input) != 3 or len(node.output) != 1
+                or not attributes <= SPLITTABLE_ATTENTION_ATTRIBUTES or weight is None or len(weight.dims) != 2
+                or weight.dims[1] % 3 or node.input[2] not in initializers):
+            nodes.append(node)
+            continue
+        packed = numpy_helper.to_array(weight)
+        projections = []
+        for label, part in zip("qkv", np.split(packed, 3, axis=1)):
+            name = f"{node.name}_{label}"
+            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(part), f"{name}_weight"))
+            nodes.append(helper.make_node("MatMul", [node.input[0], f"{name}_weight"], [f"{name}_out"], name=f"{name}_MatMul"))
+            projections.append(f"{name}_out")
+        mha = helper.make_node("MultiHeadAttention", projections + [node.input[2]], list(node.output),
+                               name=f"{node.name}_mha", domain="com.microsoft")
+        mha.attribute.extend(node.attribute)
+        nodes.append(mha)
+        if consumers.get(weight.name) == 1:
+            graph.initializer.remove(weight)
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return rewritten
+
+
 def _random_feed(session, latent_side: int = 8) -> dict:
     from sdlite.bundle import ONNX_DTYPES
 
@@ -143,10 +190,12 @@ def optimize_bundle(bundle, *, components=None, target: str = "cpu", keep_origin
         large = sum(p.stat().st_size for p in component_files(folder / component)) > 1_500_000_000
         optimized = optimize_model(str(original), model_type=MODEL_TYPES[component], opt_level=0, use_gpu=target == "cuda",
                                    optimization_options=fusion_options(MODEL_TYPES[component], target), only_onnxruntime=False)
+        if target == "cpu":  # CUDA's Attention kernel is tiled already, and the cuda target packs QKV for MultiHeadAttention
+            split_self_attention(optimized.model)
+        fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
         for stale in folder.joinpath(component).glob(OPTIMIZED_FILE + "*"):
             stale.unlink()
         optimized.save_model_to_file(str(target_path), use_external_data_format=large, all_tensors_to_one_file=True)
-        fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
         if not fused:  # nothing to gain: keep the original graph
             for written in folder.joinpath(component).glob(OPTIMIZED_FILE + "*"):
                 written.unlink()

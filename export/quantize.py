@@ -3,8 +3,10 @@
 python -m export.quantize BUNDLE --images DIR --output OUT [--components vae_encoder vae_decoder unet]
 
 Per component: quant_pre_process (shape inference and graph clean-up), then quantize_static in QDQ
-format with per-channel int8 weights and uint8 activations (MinMax calibration): on CPUs with AVX-512
-VNNI (or AVX2), onnxruntime runs the convolutions and matrix products as int8. Calibration inputs come
+format with per-channel int8 weights and uint8 activations (MinMax calibration unless told otherwise):
+on CPUs with AVX-512 VNNI (or AVX2), onnxruntime runs the convolutions and matrix products as int8. An
+optimised bundle (export.optimize) quantizes too: its fused attention stays float, everything around it
+int8 (the contrib ops' outputs are typed first, see _type_contrib_outputs). Calibration inputs come
 from the images: centre crops of CALIBRATION_SIDE pixels for the VAE encoder, their latents (from the
 bundle's own fp32 encoder) for the VAE decoder, and those latents noised to the decoder's denoising
 level for the U-Net. The new bundle's manifest says how it was quantized and from which model; its model
@@ -38,6 +40,8 @@ MAX_CALIBRATION_IMAGES = 8
 UNET_CALIBRATION_TIMESTEP = 40  # the decoder's default denoising level (strength 0.04)
 QUANTIZATION = "int8-static-qdq"
 KEEP_EDGE_CONVS = 1  # first and last convolutions of each network stay float (measured: BENCHMARKS.md)
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # onnxruntime's activation-range estimators
+DEFAULT_CALIBRATION = "minmax"
 
 
 def _calibration_images(folder: Path, count: int) -> list[np.ndarray]:
@@ -105,22 +109,59 @@ def _edge_convolutions(path: Path, count: int) -> list[str]:
     return convs[:count] + convs[-count:] if count else []
 
 
-def _quantize_file(source: Path, target: Path, feeds: list[dict], *, large: bool, keep_edges: int) -> None:
+def _type_contrib_outputs(path: Path, max_passes: int = 1000) -> int:
+    """Give the outputs of contrib-op nodes (MultiHeadAttention, SkipLayerNormalization, ... of an
+    optimised graph) the element type of their first input, and let onnx's shape inference carry the
+    types downstream; return how many were typed. Why: onnx knows no com.microsoft schemas, and the
+    quantizer leaves every tensor without a type float, so an optimised U-Net lost a quarter of its
+    int8 convolutions and products. Works on the graph alone: external data stays where it is."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    typed_total = 0
+    for _ in range(max_passes):
+        model = onnx.shape_inference.infer_shapes(model)
+        graph = model.graph
+        types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
+        types.update({init.name: init.data_type for init in graph.initializer})
+        added = 0
+        for node in graph.node:
+            if node.domain in ("", "ai.onnx") or not node.input or not types.get(node.input[0]):
+                continue
+            for output in node.output:
+                if output and not types.get(output):
+                    graph.value_info.append(onnx.helper.make_tensor_value_info(output, types[node.input[0]], None))
+                    types[output] = types[node.input[0]]
+                    added += 1
+        typed_total += added
+        if not added:
+            break
+    if typed_total:
+        onnx.save(model, str(path))
+    return typed_total
+
+
+def _quantize_file(source: Path, target: Path, feeds: list[dict], *, large: bool, keep_edges: int,
+                   calibration: str = DEFAULT_CALIBRATION) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as folder:
         prepared = Path(folder) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True, save_as_external_data=large)
+        _type_contrib_outputs(prepared)
         quantize_static(
             str(prepared), str(target), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                              "entropy": CalibrationMethod.Entropy}[calibration],
             nodes_to_exclude=_edge_convolutions(prepared, keep_edges),
             use_external_data_format=large, extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
 
 
-def _manifest(info, components_done: list[str], folder: Path, calibration: int, source_path: Path, keep_edges: int) -> dict:
+def _manifest(info, components_done: list[str], folder: Path, calibration: int, source_path: Path, keep_edges: int,
+              calibration_method: str = DEFAULT_CALIBRATION) -> dict:
     from sdlite.bundle import BUNDLE_FORMAT, MANIFEST, component_digest, component_files, derive_model_id, file_sha256
 
     old = dict(info.manifest or {})
@@ -144,7 +185,8 @@ def _manifest(info, components_done: list[str], folder: Path, calibration: int, 
         "latent_channels": info.latent_channels,
         "downsample_factor": info.downsample_factor,
         "quantization": {"method": QUANTIZATION, "components": sorted(set(components_done) | set(earlier.get("components", []))),
-                         "calibration_images": calibration, "calibration_side": CALIBRATION_SIDE, "float_edge_convolutions": keep_edges,
+                         "calibration_images": calibration, "calibration_side": CALIBRATION_SIDE, "calibration_method": calibration_method,
+                         "float_edge_convolutions": keep_edges,
                          "derived_from": earlier.get("derived_from", info.model_id), "source": earlier.get("source", str(source_path))},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -156,8 +198,9 @@ def _manifest(info, components_done: list[str], folder: Path, calibration: int, 
 
 
 def quantize_bundle(bundle, output, *, images, components=None, max_images: int = MAX_CALIBRATION_IMAGES, force: bool = False,
-                    keep_edges: int = KEEP_EDGE_CONVS, progress=None) -> dict:
-    """Write an int8 copy of `bundle` to `output` and return its manifest (see the module docstring)."""
+                    keep_edges: int = KEEP_EDGE_CONVS, calibration: str = DEFAULT_CALIBRATION, progress=None) -> dict:
+    """Write an int8 copy of `bundle` to `output` and return its manifest (see the module docstring).
+    calibration: how activation ranges are estimated, one of CALIBRATION_METHODS."""
     from sdlite.bundle import read_bundle
     from sdlite.model import Model
 
@@ -169,6 +212,8 @@ def quantize_bundle(bundle, output, *, images, components=None, max_images: int 
     missing = [c for c in wanted if c not in info.components]
     if missing:
         raise ExportError(f"bundle {source} has no {', '.join(missing)} (it has: {', '.join(sorted(info.components))})")
+    if calibration not in CALIBRATION_METHODS:
+        raise ExportError(f"unknown calibration {calibration!r}; choose one of: {', '.join(CALIBRATION_METHODS)}")
     output = Path(output)
     if output.exists() and not force:
         raise ExportError(f"{output} already exists; pass --force (force=True) to replace it")
@@ -190,10 +235,10 @@ def quantize_bundle(bundle, output, *, images, components=None, max_images: int 
                     old.unlink()
             large = sum(p.stat().st_size for p in (source / component).iterdir()) > 1_500_000_000
             _quantize_file(source / info.component_files[component], target_dir / "model.onnx", _feeds(component, model, crops), large=large,
-                           keep_edges=keep_edges)
+                           keep_edges=keep_edges, calibration=calibration)
             if progress:
                 progress(component, "done", time.perf_counter() - started)
-        manifest = _manifest(info, wanted, staging, len(crops), source.resolve(), keep_edges)
+        manifest = _manifest(info, wanted, staging, len(crops), source.resolve(), keep_edges, calibration)
         for path in staging.rglob("*"):
             path.chmod(0o755 if path.is_dir() else 0o644)
         staging.chmod(0o755)
@@ -212,6 +257,8 @@ def main(argv=None) -> int:
     parser.add_argument("--components", nargs="+", choices=["vae_encoder", "vae_decoder", "unet"], help="components to quantize (default: all present)")
     parser.add_argument("--keep-edges", type=int, default=KEEP_EDGE_CONVS, metavar="N",
                         help=f"first and last N convolutions stay float (default {KEEP_EDGE_CONVS})")
+    parser.add_argument("--calibration", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
+                        help="how activation ranges are estimated (default %(default)s)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -223,7 +270,7 @@ def main(argv=None) -> int:
 
     return run_task(
         lambda: quantize_bundle(args.bundle, args.output, images=args.images, components=args.components, force=args.force,
-                                keep_edges=args.keep_edges, progress=progress),
+                                keep_edges=args.keep_edges, calibration=args.calibration, progress=progress),
         lambda manifest: f"{args.output}: model id {manifest['model_id']}, {QUANTIZATION} of {', '.join(manifest['quantization']['components'])}",
     )
 

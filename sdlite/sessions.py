@@ -66,8 +66,9 @@ SESSION_SETTINGS = {
 }
 """onnxruntime's session knobs, with onnxruntime's defaults (BENCHMARKS.md measures each)."""
 
-LARGE_NETWORK_BYTES = 50_000_000
-"""Model files from this size up count as large networks (SD's VAE: 137 and 198 MB; TAESD, VAElight: 1-5 MB)."""
+LARGE_NETWORK_BYTES = 20_000_000
+"""Model files from this size up count as large networks: SD's VAE (137 and 198 MB; int8 copies 35 and 50 MB,
+whose peak RSS the arena raised from 775 to 1232 MB for the encoder); TAESD and VAElight are 1-5 MB."""
 
 COMPONENT_SETTINGS = {
     # Large VAEs run without the CPU arena: measured on SD 1.5's (BENCHMARKS.md), their peak RSS drops by

@@ -194,11 +194,30 @@ def test_speed_harness_smoke(tiny_bundle, tmp_path):
 
     from bench.__main__ import main
 
+    from export.quantize import quantize_bundle
+
     pipeline = save_tiny_pipeline(tmp_path / "pipeline")  # same seed as the tiny bundle: same weights
-    assert main(["speed", "--bundle", str(tiny_bundle), "--pipeline", str(pipeline), "--size", "64", "--out", str(tmp_path / "s")]) == 0
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(calibration / "c.png")
+    int8 = tmp_path / "tiny-int8"
+    quantize_bundle(tiny_bundle, int8, images=calibration, components=["vae_decoder"])
+    assert main(["speed", "--bundle", str(tiny_bundle), "--pipeline", str(pipeline), "--size", "64", "--also", str(int8),
+                 "--stages", "unet", "decode", "--out", str(tmp_path / "s")]) == 0
     report = json.loads((tmp_path / "s" / "speed.json").read_text())
-    assert {(r["stage"], r["engine"]) for r in report["stages"]} == {(s, e) for s in ("encode", "unet", "decode") for e in ("onnxruntime", "torch")}
+    assert [(r["stage"], r["engine"], r.get("bundle")) for r in report["stages"]] == [
+        (stage, engine, bundle) for stage in ("unet", "decode")
+        for engine, bundle in (("onnxruntime", str(tiny_bundle)), ("onnxruntime", str(int8)), ("torch", None))]
     assert all(r["peak_rss_mb"] > 0 and r["run_s"] for r in report["stages"])
+    from bench.engine import peak_rss_mb
+
+    # each stage's peak is its own process's, not this (bigger) parent's at fork time
+    assert all(r["peak_rss_mb"] < peak_rss_mb() for r in report["stages"] if r["engine"] == "onnxruntime")
+    assert all(r["flops"] > 0 for r in report["stages"] if r["engine"] == "torch")
+    assert report["sgemm_gflops"] > 0 and report["int8_gemm_gops"] > 0
+    table = (tmp_path / "s" / "speed.md").read_text()
+    assert "| decode | onnxruntime, tiny-int8 (int8-static-qdq) |" in table and "| decode | torch fp32 |" in table
+    assert table.count("%") >= 6  # every row has its share of the GEMM rate
 
 
 def test_lpips_reproduces_the_published_vaelight_figures(lpips_weights, vaelight, kodak):

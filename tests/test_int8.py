@@ -60,6 +60,31 @@ def test_quantizing_in_steps_keeps_the_record(tiny_bundle, calibration, tmp_path
     assert {name: entry["dtype"] for name, entry in manifest["components"].items()} == {"unet": "int8", "vae_decoder": "int8", "vae_encoder": "fp32"}
 
 
+def _float_products(path):
+    """Conv / MatMul / Gemm nodes of a graph that run float: not both input and weight dequantized int8."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    return [n.name for n in graph.node if n.op_type in ("Conv", "MatMul", "Gemm") and not {n.input[0], n.input[1]} <= dequantized]
+
+
+def test_optimised_unet_quantizes_past_its_fused_attention(tiny_bundle, calibration, tmp_path):
+    """onnx cannot type the outputs of com.microsoft ops; without the typing pass everything downstream of
+    the first fused attention stayed float."""
+    import shutil
+
+    from export.optimize import optimize_bundle
+    from export.quantize import quantize_bundle
+
+    shutil.copytree(tiny_bundle, tmp_path / "opt")
+    assert optimize_bundle(tmp_path / "opt", components=["unet"])["optimization"]["components"]["unet"]["fused"]["MultiHeadAttention"]
+    for keep_edges, floats in ((0, 0), (1, 2)):  # default: the first and last convolution stay float
+        manifest = quantize_bundle(tmp_path / "opt", tmp_path / f"int8-{keep_edges}", images=calibration, components=["unet"],
+                                   keep_edges=keep_edges)
+        assert len(_float_products(tmp_path / f"int8-{keep_edges}" / manifest["components"]["unet"]["file"])) == floats
+
+
 def test_int8_taesd_loses_little(calibration, kodak, tmp_path):
     taesd = SHARED / "models" / "taesd"
     if not (taesd / "vae_decoder" / "model.onnx").is_file():
@@ -86,5 +111,7 @@ def test_quantize_errors_name_the_problem(tiny_bundle, tmp_path):
         quantize_bundle(tiny_bundle, tmp_path / "x", images=tmp_path)
     with pytest.raises(ExportError, match="already exists"):
         quantize_bundle(tiny_bundle, tiny_bundle, images=tmp_path)
+    with pytest.raises(ExportError, match="unknown calibration 'kl'; choose one of: minmax, percentile, entropy"):
+        quantize_bundle(tiny_bundle, tmp_path / "x", images=tmp_path, calibration="kl")
     assert main([str(tiny_bundle), "--images", str(tmp_path / "none"), "--output", str(tmp_path / "y")]) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
