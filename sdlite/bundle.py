@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import latent_space as spaces
+from . import verified
 from .errors import BundleError, ModelNotFoundError
 
 MANIFEST = "manifest.json"
@@ -232,7 +233,8 @@ def read_bundle(path: Path) -> BundleInfo:
 
 def check_files(info: BundleInfo, component: str, *, hashes: bool = True) -> None:
     """Compare a component's files with the sizes (and sha256) its manifest recorded; a truncated,
-    swapped or missing file raises BundleError naming it. Manifest-less folders have nothing to check."""
+    swapped or missing file raises BundleError naming it. Manifest-less folders have nothing to check.
+    A file hashed before and unchanged since is not hashed again (sdlite.verified)."""
     for entry in info.files.get(component, []):
         file_path = info.path / entry.path
         if not file_path.is_file():
@@ -242,5 +244,5 @@ def check_files(info: BundleInfo, component: str, *, hashes: bool = True) -> Non
             raise BundleError(
                 f"{file_path} has {size} bytes but the manifest records {entry.size}: the file is truncated or replaced; re-export the bundle"
             )
-        if hashes and entry.sha256 and file_sha256(file_path) != entry.sha256:
+        if hashes and entry.sha256 and verified.sha256_of(file_path, file_sha256) != entry.sha256:
             raise BundleError(f"{file_path} does not match the sha256 its manifest records: the file was changed; re-export the bundle")

@@ -16,6 +16,20 @@ KODAK = SHARED / "data" / "kodak"
 EXPORT_STACK = all(importlib.util.find_spec(m) for m in ("torch", "diffusers", "optimum", "transformers"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def verified_files_records(tmp_path_factory):
+    """The tests' records of hashed model files stay in a temporary folder, not in the user's cache."""
+    from sdlite import verified
+
+    previous = os.environ.get(verified.CACHE_DIR_ENV)
+    os.environ[verified.CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("sdlite-cache"))
+    yield
+    if previous is None:
+        os.environ.pop(verified.CACHE_DIR_ENV, None)
+    else:
+        os.environ[verified.CACHE_DIR_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def vaelight():
     if not (VAELIGHT / "vae_decoder" / "model.onnx").is_file():
