@@ -59,10 +59,7 @@ def sgemm_gflops(threads: int, env: dict, side: int = 4096) -> float:
     return 2 * side**3 / seconds / 1e9
 
 
-INT8_GEMM_MODEL_SIDE = 4096
-
-
-def int8_gemm_gops(threads: int, env: dict, side: int = INT8_GEMM_MODEL_SIDE) -> float:
+def int8_gemm_gops(threads: int, env: dict, side: int = 4096) -> float:
     """onnxruntime's uint8 x int8 matrix product rate (MatMulInteger, the kernel under int8 bundles'
     QLinearConv/MatMul) with `threads` threads, in its own process (best of 3): the int8 counterpart of
     sgemm_gflops, so that int8 rows get a share of what this CPU does in int8."""

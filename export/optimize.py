@@ -5,7 +5,8 @@ python -m export.optimize BUNDLE [--components unet vae_decoder vae_encoder] [--
 onnxruntime's stable-diffusion optimizer (onnxruntime.transformers, model types "unet" and "vae") fuses
 attention into its MultiHeadAttention contrib op (whose CPU kernel does not materialise the whole
 attention matrix; self-attention, which the optimizer makes a packed-QKV Attention node, is split back
-into three projections feeding MultiHeadAttention for the cpu target: see split_self_attention), LayerNorm / SkipLayerNorm / Gelu chains into single kernels, and folds constants.
+into three projections feeding MultiHeadAttention for the cpu target: see split_self_attention),
+LayerNorm / SkipLayerNorm / Gelu chains into single kernels, and folds constants.
 Fusions that only CUDA implements (GroupNorm, NhwcConv, BiasSplitGelu, BiasAdd, packed QKV) are used
 for --target cuda only, so a cpu-target bundle runs on both providers. The optimised graph is written
 beside the original (model.opt.onnx, with external data for the U-Net), checked against it on random
@@ -190,7 +191,7 @@ def optimize_bundle(bundle, *, components=None, target: str = "cpu", keep_origin
         large = sum(p.stat().st_size for p in component_files(folder / component)) > 1_500_000_000
         optimized = optimize_model(str(original), model_type=MODEL_TYPES[component], opt_level=0, use_gpu=target == "cuda",
                                    optimization_options=fusion_options(MODEL_TYPES[component], target), only_onnxruntime=False)
-        if target == "cpu":  # CUDA's Attention kernel is tiled already, and the cuda target packs QKV for MultiHeadAttention
+        if target == "cpu":  # the cuda target packs Q|K|V for MultiHeadAttention instead (enable_packed_qkv)
             split_self_attention(optimized.model)
         fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
         for stale in folder.joinpath(component).glob(OPTIMIZED_FILE + "*"):
