@@ -64,9 +64,10 @@ def run_stage(bundle: str, stage: str, size: int, threads: int, repeats: int, pr
         times.append(time.perf_counter() - t0)
     import onnxruntime as ort
 
+    component_entry = ((model.manifest or {}).get("components") or {}).get(component) or {}
     return {"engine": "onnxruntime", "stage": stage, "tile": None if io_binding else tile, "io_binding": io_binding, "settings": settings or {},
-            "bundle": str(bundle), "quantization": model.info.quantization,
-            "dtype": ((model.manifest or {}).get("components", {}).get(component) or {}).get("dtype", "fp32"), "optimization": (model.manifest or {}).get("optimization") is not None,
+            "bundle": str(bundle), "quantization": model.info.quantization, "dtype": component_entry.get("dtype", "fp32"),
+            "optimization": (model.manifest or {}).get("optimization") is not None,
             "load_s": load,
             "run_s": times, "providers": session.get_providers(),
             "peak_rss_mb": peak_rss_mb(), "onnxruntime": ort.__version__}

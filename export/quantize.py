@@ -6,7 +6,7 @@ Per component: quant_pre_process (shape inference and graph clean-up), then quan
 format with per-channel int8 weights and uint8 activations (MinMax calibration unless told otherwise):
 on CPUs with AVX-512 VNNI (or AVX2), onnxruntime runs the convolutions and matrix products as int8. An
 optimised bundle (export.optimize) quantizes too: its fused attention stays float, everything around it
-int8 (the contrib ops' outputs are typed first, see _type_contrib_outputs). Calibration inputs come
+int8 (the contrib ops' outputs are typed first, see _prepare_graph). Calibration inputs come
 from the images: centre crops of CALIBRATION_SIDE pixels for the VAE encoder, their latents (from the
 bundle's own fp32 encoder) for the VAE decoder, and those latents noised to the decoder's denoising
 level for the U-Net. The new bundle's manifest says how it was quantized and from which model; its model
@@ -40,7 +40,7 @@ MAX_CALIBRATION_IMAGES = 8
 UNET_CALIBRATION_TIMESTEP = 40  # the decoder's default denoising level (strength 0.04)
 QUANTIZATION = "int8-static-qdq"
 KEEP_EDGE_CONVS = 1  # first and last convolutions of each network stay float (measured: BENCHMARKS.md)
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy")  # onnxruntime's activation-range estimators
+CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}  # name -> onnxruntime CalibrationMethod
 DEFAULT_CALIBRATION = "minmax"
 
 
@@ -93,32 +93,21 @@ def _feeds(component: str, model, crops: list[np.ndarray]) -> list[dict]:
     return feeds
 
 
-def _edge_convolutions(path: Path, count: int) -> list[str]:
-    """The first and last `count` Conv nodes in graph order, kept in float (the image and latent ends).
-    Unnamed nodes get names first (the quantizer excludes by name)."""
+def _prepare_graph(path: Path, keep_edges: int, max_passes: int = 1000) -> list[str]:
+    """Ready the pre-processed graph for the quantizer, in one rewrite of the graph alone (external data
+    stays where it is), and return the names of the first and last `keep_edges` Conv nodes, kept float
+    (the image and latent ends). Unnamed nodes get names (the quantizer excludes by name). Contrib-op
+    outputs (MultiHeadAttention, SkipLayerNormalization, ... of an optimised graph) get the element type
+    of their first input, and onnx's shape inference carries the types downstream. Why: onnx knows no
+    com.microsoft schemas, and the quantizer leaves every tensor without a type float, so an optimised
+    U-Net lost a quarter of its int8 convolutions and products."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    renamed = False
+    changed = False
     for i, node in enumerate(model.graph.node):
         if not node.name:
-            node.name, renamed = f"{node.op_type}_{i}", True
-    if renamed:
-        onnx.save(model, str(path))  # external data, if any, stays where it is: only the graph is rewritten
-    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
-    return convs[:count] + convs[-count:] if count else []
-
-
-def _type_contrib_outputs(path: Path, max_passes: int = 1000) -> int:
-    """Give the outputs of contrib-op nodes (MultiHeadAttention, SkipLayerNormalization, ... of an
-    optimised graph) the element type of their first input, and let onnx's shape inference carry the
-    types downstream; return how many were typed. Why: onnx knows no com.microsoft schemas, and the
-    quantizer leaves every tensor without a type float, so an optimised U-Net lost a quarter of its
-    int8 convolutions and products. Works on the graph alone: external data stays where it is."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    typed_total = 0
+            node.name, changed = f"{node.op_type}_{i}", True
     for _ in range(max_passes):
         model = onnx.shape_inference.infer_shapes(model)
         graph = model.graph
@@ -133,12 +122,13 @@ def _type_contrib_outputs(path: Path, max_passes: int = 1000) -> int:
                     graph.value_info.append(onnx.helper.make_tensor_value_info(output, types[node.input[0]], None))
                     types[output] = types[node.input[0]]
                     added += 1
-        typed_total += added
+        changed = changed or added > 0
         if not added:
             break
-    if typed_total:
+    if changed:
         onnx.save(model, str(path))
-    return typed_total
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    return convs[:keep_edges] + convs[-keep_edges:] if keep_edges else []
 
 
 def _quantize_file(source: Path, target: Path, feeds: list[dict], *, large: bool, keep_edges: int,
@@ -149,13 +139,12 @@ def _quantize_file(source: Path, target: Path, feeds: list[dict], *, large: bool
     with tempfile.TemporaryDirectory() as folder:
         prepared = Path(folder) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True, save_as_external_data=large)
-        _type_contrib_outputs(prepared)
+        float_edges = _prepare_graph(prepared, keep_edges)
         quantize_static(
             str(prepared), str(target), _Reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                              "entropy": CalibrationMethod.Entropy}[calibration],
-            nodes_to_exclude=_edge_convolutions(prepared, keep_edges),
+            calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[calibration]),
+            nodes_to_exclude=float_edges,
             use_external_data_format=large, extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
 
@@ -257,7 +246,7 @@ def main(argv=None) -> int:
     parser.add_argument("--components", nargs="+", choices=["vae_encoder", "vae_decoder", "unet"], help="components to quantize (default: all present)")
     parser.add_argument("--keep-edges", type=int, default=KEEP_EDGE_CONVS, metavar="N",
                         help=f"first and last N convolutions stay float (default {KEEP_EDGE_CONVS})")
-    parser.add_argument("--calibration", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
+    parser.add_argument("--calibration", choices=list(CALIBRATION_METHODS), default=DEFAULT_CALIBRATION,
                         help="how activation ranges are estimated (default %(default)s)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
     args = parser.parse_args(argv)

@@ -47,6 +47,7 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, records: dict) -> None:
+    temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=".verified-", dir=path.parent)
@@ -55,6 +56,8 @@ def _write(path: Path, records: dict) -> None:
         os.replace(temporary, path)  # atomic: concurrent loads see the old or the new records, never half
     except OSError as error:
         log.debug("could not record verified files in %s: %s", path, error)
+        if temporary and os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 def sha256_of(path: Path, compute: Callable[[Path], str]) -> str:
