@@ -17,7 +17,7 @@ from pathlib import Path
 from sdlite.bundle import COMPONENTS  # one definition, shared with the runtime that reads bundles
 
 from .autoencoder_tiny import check_latent_space, is_autoencoder_tiny, wrappers
-from .bundle import DEFAULT_OPSET, convert, install, vae_downsample_factor, write_extras, write_manifest
+from .bundle import DEFAULT_OPSET, convert, install, seal, vae_downsample_factor, write_extras, write_manifest
 from .errors import ExportError, ValidationError
 from .sources import DEFAULT_MODEL, load_components, uncond_embedding
 from .validate import validate_component
@@ -152,8 +152,7 @@ def export_bundle(
             from .optimize import optimize_bundle
 
             manifest = optimize_bundle(staging, target=optimize)
-        for path in staging.rglob("*"):  # some writers create private files; a bundle is ordinary data
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        seal(staging)
         install(staging, output, force=force)
     finally:
         if staging.exists():

@@ -139,11 +139,29 @@ def write_manifest(folder: Path, parts: dict, components: list[str], *, source: 
         "dtype": dtype,
         "uncond_embedding": UNCOND_FILE if "unet" in components else None,
         "scheduler": SCHEDULER_CONFIG if "scheduler" in parts else None,
+        "extra_files": [{"path": name, "sha256": file_sha256(folder / name), "size": (folder / name).stat().st_size}
+                        for name in (UNCOND_FILE, SCHEDULER_CONFIG) if (folder / name).is_file()],
         "exporter": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+MODEL_FILE_MODE = 0o444
+"""Model files are written read-only: sdlite.verified trusts its hash records only for files nobody can
+write to (a shared mapping could change a writable file without changing its times)."""
+
+
+def seal(folder: Path) -> None:
+    """Ordinary permissions for a bundle (some writers create private files): folders 0755, the model
+    files of each component read-only (MODEL_FILE_MODE), everything else 0644."""
+    from sdlite.bundle import COMPONENTS, component_files
+
+    folder.chmod(0o755)
+    model_files = {p for c in COMPONENTS if (folder / c).is_dir() for p in component_files(folder / c)}
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else MODEL_FILE_MODE if path in model_files else 0o644)
 
 
 def install(staging: Path, output: Path, *, force: bool) -> None:

@@ -166,6 +166,8 @@ def optimize_bundle(bundle, *, components=None, target: str = "cpu", keep_origin
 
     from sdlite.bundle import MANIFEST, component_files, file_sha256, read_bundle
 
+    from .bundle import MODEL_FILE_MODE
+
     if target not in TARGETS:
         raise ExportError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
     _patch_num_heads()
@@ -206,7 +208,7 @@ def optimize_bundle(bundle, *, components=None, target: str = "cpu", keep_origin
         entry["file"] = f"{component}/{OPTIMIZED_FILE}"
         written = sorted(p for p in (folder / component).iterdir() if p.name.startswith(OPTIMIZED_FILE))
         for path in written:
-            path.chmod(0o644)  # some writers create private files; a bundle is ordinary data
+            path.chmod(MODEL_FILE_MODE)  # some writers create private files; model files are read-only (export.bundle.seal)
         entry["files"] = [{"path": p.relative_to(folder).as_posix(), "sha256": file_sha256(p), "size": p.stat().st_size} for p in written]
         if not keep_original:
             for stale in component_files(folder / component):

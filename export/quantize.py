@@ -193,7 +193,7 @@ def quantize_bundle(bundle, output, *, images, components=None, max_images: int 
     from sdlite.bundle import read_bundle
     from sdlite.model import Model
 
-    from .bundle import install
+    from .bundle import install, seal
 
     source = Path(bundle)
     info = read_bundle(source)
@@ -228,9 +228,7 @@ def quantize_bundle(bundle, output, *, images, components=None, max_images: int 
             if progress:
                 progress(component, "done", time.perf_counter() - started)
         manifest = _manifest(info, wanted, staging, len(crops), source.resolve(), keep_edges, calibration)
-        for path in staging.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        staging.chmod(0o755)
+        seal(staging)
         install(staging, output, force=force)
     finally:
         if staging.exists():

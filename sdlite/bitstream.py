@@ -1,6 +1,7 @@
 """The .sdz container: a versioned header, method parameters, payload and a CRC-32 (pure bytes).
 
-Layout of format version 3 (big-endian)::
+Layout of format versions 3 and 4 (big-endian; version 4 changed the entropy method's coding, not
+the container)::
 
     magic        4s   b"SDLZ"
     version      B    FORMAT_VERSION
@@ -34,8 +35,8 @@ from . import latent_space as spaces
 from .errors import BitstreamError
 
 MAGIC = b"SDLZ"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 """Which methods' streams each version still decodes is the method's business (sdlite.methods)."""
 MODEL_ID_BYTES = 8
 MAX_SIDE = 65535 * 8
@@ -118,45 +119,79 @@ def pack(header: Header, payload: bytes) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def unpack(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[Header, bytes]:
-    """Parse and validate a stream; returns (header, payload). Method parameters longer than the
-    method allows for the declared shape, unknown methods and retired versions are refused here."""
+class _Bytes:
+    """A stream held in memory, read in order."""
+
+    def __init__(self, data: bytes):
+        self.data, self.at = data, 0
+
+    def read(self, count: int) -> bytes:
+        chunk = self.data[self.at : self.at + count]
+        self.at += len(chunk)
+        return chunk
+
+    def at_end(self) -> bool:
+        return self.at >= len(self.data)
+
+
+class _File:
+    """A stream in an open binary file, read in order and never more than asked for; with record, the
+    bytes read are kept (read_file returns them)."""
+
+    def __init__(self, handle, record: bool = False):
+        self.handle = handle
+        self.recorded: list[bytes] | None = [] if record else None
+
+    def read(self, count: int) -> bytes:
+        parts, left = [], count
+        while left > 0:
+            chunk = self.handle.read(min(left, _READ_CHUNK))
+            if not chunk:
+                break
+            parts.append(chunk)
+            left -= len(chunk)
+        data = b"".join(parts)
+        if self.recorded is not None:
+            self.recorded.append(data)
+        return data
+
+    def at_end(self) -> bool:
+        return not self.handle.read(1)
+
+
+_READ_CHUNK = 1 << 20
+
+
+def _exactly(source, count: int, what: str) -> bytes:
+    chunk = source.read(count)
+    if len(chunk) != count:
+        raise BitstreamError(f"truncated stream: {what} runs past the end")
+    return chunk
+
+
+def _read(source, *, max_pixels: int | None, keep_payload: bool = True) -> tuple[Header, bytes | None, int]:
+    """Parse and validate a stream from a source, field by field: each length is checked against what the
+    header's shape allows before anything that long is read, so a hostile file costs no more than its
+    claims justify. Returns (header, payload or None when not kept, payload length)."""
     from . import methods  # the registry imports nothing from here: no cycle at import time
 
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise BitstreamError(f"compressed data must be bytes, got {type(data).__name__}")
-    data = bytes(data)
-    if len(data) < 4 or data[:4] != MAGIC:
+    magic = source.read(4)
+    if magic != MAGIC:
         raise BitstreamError("not an sdlite stream (bad magic); expected data starting with b'SDLZ'")
-    if len(data) < _PREFIX.size:
+    version_byte = source.read(1)
+    if not version_byte:
         raise BitstreamError("truncated stream: no format version")
-    version = data[4]
+    version = version_byte[0]
     if version not in READABLE_VERSIONS:
         raise BitstreamError(f"unsupported format version {version}; this sdlite reads versions {READABLE_VERSIONS}")
     head = _HEAD_V3 if version >= 3 else _HEAD_V2
-    minimum = head.size + _PAYLOAD_LEN.size + _CRC.size
-    if len(data) < minimum:
-        raise BitstreamError(f"truncated stream: {len(data)} bytes, a header alone needs {minimum}")
-    (stored_crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
-    if zlib.crc32(data[: -_CRC.size]) != stored_crc:
-        raise BitstreamError("integrity check failed (CRC-32 mismatch): the stream is corrupt or truncated")
+    head_bytes = magic + version_byte + _exactly(source, head.size - _PREFIX.size, "the header")
     if version >= 3:
-        (_, _, method, space, factor, scale, raw_id, width, height, channels, latent_h, latent_w, params_len) = head.unpack_from(data)
+        (_, _, method, space, factor, scale, raw_id, width, height, channels, latent_h, latent_w, params_len) = head.unpack(head_bytes)
     else:
-        (_, _, method, factor, raw_id, width, height, channels, latent_h, latent_w, params_len) = head.unpack_from(data)
+        (_, _, method, factor, raw_id, width, height, channels, latent_h, latent_w, params_len) = head.unpack(head_bytes)
         space, scale = spaces.UNKNOWN_ID, SCALE_UNIT
-    offset = head.size
-    if offset + params_len + _PAYLOAD_LEN.size + _CRC.size > len(data):
-        raise BitstreamError("truncated stream: method parameters run past the end")
-    params = data[offset : offset + params_len]
-    offset += params_len
-    (payload_len,) = _PAYLOAD_LEN.unpack_from(data, offset)
-    offset += _PAYLOAD_LEN.size
-    if offset + payload_len + _CRC.size != len(data):
-        raise BitstreamError(
-            f"payload length {payload_len} does not match the stream ({len(data) - offset - _CRC.size} bytes present)"
-        )
-    header = Header(method, raw_id.hex(), width, height, (channels, latent_h, latent_w), factor, params, version, space, scale)
+    header = Header(method, raw_id.hex(), width, height, (channels, latent_h, latent_w), factor, b"", version, space, scale)
     validate_geometry(header, max_pixels=max_pixels)
     method_spec = methods.by_id(method)
     method_spec.check_version(version)
@@ -164,7 +199,85 @@ def unpack(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple
         raise BitstreamError(f"{method_spec.name} streams have at most {method_spec.max_channels} latent channels, this one claims {channels}")
     if params_len > method_spec.max_params(header.latent_shape):
         raise BitstreamError(f"{method_spec.name} parameters of {params_len} bytes exceed what a {header.latent_shape} latent needs")
-    return header, data[offset : offset + payload_len]
+    params = _exactly(source, params_len, "method parameters")
+    length_bytes = _exactly(source, _PAYLOAD_LEN.size, "the payload length")
+    (payload_len,) = _PAYLOAD_LEN.unpack(length_bytes)
+    most = method_spec.max_payload(header.latent_shape)
+    if payload_len > most:
+        raise BitstreamError(f"payload length {payload_len} exceeds what a {header.latent_shape} {method_spec.name} latent can need ({most} bytes)")
+    crc = zlib.crc32(head_bytes + params + length_bytes)
+    payload = None
+    if keep_payload:
+        payload = _exactly(source, payload_len, "the payload")
+        crc = zlib.crc32(payload, crc)
+    else:
+        left = payload_len
+        while left:
+            chunk = _exactly(source, min(left, _READ_CHUNK), "the payload")
+            crc = zlib.crc32(chunk, crc)
+            left -= len(chunk)
+    (stored_crc,) = _CRC.unpack(_exactly(source, _CRC.size, "the CRC-32"))
+    if crc != stored_crc:
+        raise BitstreamError("integrity check failed (CRC-32 mismatch): the stream is corrupt or truncated")
+    if not source.at_end():
+        raise BitstreamError(f"payload length {payload_len} does not match the stream: bytes follow its CRC-32")
+    return Header(method, raw_id.hex(), width, height, (channels, latent_h, latent_w), factor, params, version, space, scale), payload, payload_len
+
+
+def unpack(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[Header, bytes]:
+    """Parse and validate a stream; returns (header, payload). Method parameters longer than the
+    method allows for the declared shape, unknown methods and retired versions are refused here."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BitstreamError(f"compressed data must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if data[:4] == MAGIC and len(data) >= _HEAD_V2.size + _PAYLOAD_LEN.size + _CRC.size:
+        (stored_crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
+        if zlib.crc32(memoryview(data)[: -_CRC.size]) != stored_crc:  # in memory, integrity is the first thing to tell
+            raise BitstreamError("integrity check failed (CRC-32 mismatch): the stream is corrupt or truncated")
+    header, payload, _ = _read(_Bytes(data), max_pixels=max_pixels)
+    return header, payload
+
+
+def _open_regular(path):
+    """An open binary file at path, refused unless it is a regular file (a FIFO would block, a device
+    never end)."""
+    import os
+    import stat as stat_module
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise BitstreamError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat_module.S_ISREG(mode):
+        raise BitstreamError(f"{path} is not a regular file")
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise BitstreamError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def read_stream(handle, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bytes:
+    """The bytes of one stream from an open binary file, reading no more than its header's shape
+    justifies (bounded by max_pixels) and nothing after its end but one byte; anything else about it
+    raises BitstreamError."""
+    source = _File(handle, record=True)
+    _read(source, max_pixels=max_pixels)
+    return b"".join(source.recorded)
+
+
+def read_file(path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bytes:
+    """read_stream() of a regular file (FIFOs and devices are refused before they are opened)."""
+    with _open_regular(path) as handle:
+        return read_stream(handle, max_pixels=max_pixels)
+
+
+def read_header_file(path) -> tuple[Header, int, int]:
+    """(header, payload length, total bytes) of the stream in a regular file, its CRC checked while
+    streaming: memory stays bounded whatever the file's size (sdlite info)."""
+    with _open_regular(path) as handle:
+        header, _, payload_len = _read(_File(handle), max_pixels=None, keep_payload=False)
+    head = _HEAD_V3 if header.version >= 3 else _HEAD_V2
+    return header, payload_len, head.size + len(header.params) + _PAYLOAD_LEN.size + payload_len + _CRC.size
 
 
 def validate_geometry(header: Header, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
@@ -182,6 +295,12 @@ def validate_geometry(header: Header, *, max_pixels: int | None = DEFAULT_MAX_PI
         )
     if not 1 <= channels <= MAX_LATENT_CHANNELS:
         raise BitstreamError(f"latent channel count {channels} is outside 1..{MAX_LATENT_CHANNELS}")
+    space = spaces.by_id(header.latent_space)
+    if space is not None and (channels, header.factor) != (space.channels, space.factor):
+        raise BitstreamError(
+            f"stream claims latent space {space.name} ({space.channels} channels, factor {space.factor}) "
+            f"but {channels} channels at factor {header.factor}"
+        )
     coded_w, coded_h = header.coded_size
     expected = (-(-coded_h // header.factor), -(-coded_w // header.factor))
     if (latent_h, latent_w) != expected:

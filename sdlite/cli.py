@@ -12,15 +12,16 @@ import io
 import json
 import logging
 import os
+import secrets
+import stat
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 from . import methods
-from .bitstream import DEFAULT_MAX_PIXELS
-from .codec import DECODER_MISMATCH, DEFAULT_EFFORT, DEFAULT_METHOD, EFFORTS, compress, decompress, info
+from .bitstream import DEFAULT_MAX_PIXELS, read_file, read_header_file
+from .codec import DECODER_MISMATCH, DEFAULT_EFFORT, DEFAULT_METHOD, EFFORTS, MAX_SEED, compress, decompress, describe, info
 from .errors import ModelNotFoundError, OptionError, SdliteError
 from .model import load_model
 from .resolution import AUTO, check_scale
@@ -72,19 +73,39 @@ def _targets(files: list[Path], args, suffix: str) -> list[Path]:
     return targets
 
 
+def _temporary_beside(target: Path):
+    """A new file beside target, created with mode 0666 less the umask (as any new file would be)."""
+    for _ in range(100):
+        candidate = target.parent / f".{target.name}.{secrets.token_hex(6)}.part"
+        try:
+            return candidate, os.fdopen(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+        except FileExistsError:
+            continue
+    raise OSError(f"cannot create a temporary file beside {target}")
+
+
 def write_atomic(target: Path, write, *, force: bool) -> int:
     """Call write(file) on a temporary file beside `target`, then move it into place: os.replace with
     force, else a hard link that fails if the target exists (no-clobber in one step). Returns the size.
-    The temporary file is removed whatever happens, Ctrl-C included."""
+    A new file gets the umask's mode; a file replaced with force keeps its own mode; a target that is
+    not a regular file (a FIFO, a device, a folder) is never replaced. The temporary file is removed
+    whatever happens, Ctrl-C included."""
     target = Path(target)
-    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False)
-    temporary = Path(handle.name)
+    existing = None
+    try:
+        existing = os.stat(target)
+    except FileNotFoundError:
+        pass
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        raise OutputExists(f"{target} exists and is not a regular file; choose another output")
+    temporary, handle = _temporary_beside(target)
     try:
         with handle:
             write(handle)
         size = temporary.stat().st_size
-        temporary.chmod(0o644)
         if force:
+            if existing is not None:
+                os.chmod(temporary, stat.S_IMODE(existing.st_mode))
             os.replace(temporary, target)
             return size
         try:
@@ -93,7 +114,7 @@ def write_atomic(target: Path, write, *, force: bool) -> int:
             raise OutputExists(f"{target} exists (use --force to replace it)") from None
         except OSError:  # a file system without hard links: reserve the name exclusively, then replace
             try:
-                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             except FileExistsError:
                 raise OutputExists(f"{target} exists (use --force to replace it)") from None
             os.replace(temporary, target)
@@ -102,10 +123,15 @@ def write_atomic(target: Path, write, *, force: bool) -> int:
         temporary.unlink(missing_ok=True)
 
 
+def _printable(name: str) -> str:
+    """A file name on one line: control characters (a newline in a name) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
 def _progress(done: int, total: int, name: str, detail: str) -> None:
     width = 24
     filled = width * done // max(total, 1)
-    sys.stderr.write(f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {name}: {detail}\n")
+    sys.stderr.write(f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {_printable(name)}: {_printable(detail)}\n")
 
 
 def _run_batch(files, targets, work, args) -> int:
@@ -130,6 +156,10 @@ def _run_batch(files, targets, work, args) -> int:
             except (SdliteError, OSError) as exc:
                 failures += 1
                 _progress(i, len(files), source.name, f"error: {exc}")
+                continue
+            except Exception as exc:  # whatever one bad file does, the batch goes on to the next
+                failures += 1
+                _progress(i, len(files), source.name, f"error: {type(exc).__name__}: {exc}")
                 continue
             for warning in caught:
                 _progress(i, len(files), source.name, f"warning: {warning.message}")
@@ -215,8 +245,8 @@ def _cmd_decompress(args) -> int:
     if not files:
         raise OptionError("no .sdz inputs found")
     _check_common(args)
-    if args.seed < 0:
-        raise OptionError(f"--seed must be a non-negative integer, got {args.seed}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise OptionError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
     if args.steps < 1:
         raise OptionError(f"--steps must be at least 1, got {args.steps}")
     targets = _targets(files, args, ".png")
@@ -224,7 +254,7 @@ def _cmd_decompress(args) -> int:
     model = None if preview is not None else load_model(args.model, providers=args.providers, threads=args.threads)
 
     def work(source: Path, target: Path):
-        data = source.read_bytes()
+        data = read_file(source, max_pixels=args.max_pixels)  # a regular file, read no further than its header justifies
         image = decompress(data, model=model, preview=preview, decoder_mismatch=args.decoder_mismatch, denoise=args.denoise,
                            denoise_steps=args.steps, seed=args.seed, max_pixels=args.max_pixels, tile=args.tile)
         buffer = io.BytesIO()
@@ -262,7 +292,8 @@ def _cmd_info(args) -> int:
             status = EXIT_FAILED
     for path in files:
         try:
-            print(json.dumps({"file": str(path), **info(path.read_bytes())}))
+            header, payload_bytes, total_bytes = read_header_file(path)  # streamed: bounded memory whatever the size
+            print(json.dumps({"file": str(path), **describe(header, payload_bytes, total_bytes)}))
         except (SdliteError, OSError) as exc:
             print(f"{path}: error: {exc}", file=sys.stderr)
             status = EXIT_FAILED

@@ -33,12 +33,12 @@ def _check_seed(seed) -> int:
     return int(seed)
 
 
-def _encode_latents(array, method, *, dither, target_bytes, quality, stats_out=None):
+def _encode_latents(array, method, *, dither, target_bytes, quality, latent_space=None):
     spec = methods.by_name(method)
     options = spec.check_options(dither=dither, target_bytes=target_bytes, quality=quality)
     if "target_bytes" in options:
         options["overhead"] = bitstream.CONTAINER_OVERHEAD
-    return spec, spec.encode(array, **options)
+    return spec, spec.encode(array, **options, **spec.context(latent_space))
 
 
 def _check_latents(latents) -> np.ndarray:
@@ -80,25 +80,25 @@ def compress_latents(
     hex characters) with `latent_space` (e.g. "sd1", so that any decoder of that space may read it).
     size: the (width, height) the stream reports (default: latent size * downsample_factor)."""
     array = _check_latents(latents)
-    space_id = spaces.UNKNOWN_ID
+    space = None
     if model_id is None:
         if model is None:
             raise OptionError("compress_latents needs model= (a bundle) or model_id= (16 hex characters)")
         loaded = load_model(model)
-        model_id, downsample_factor, space_id = loaded.model_id, loaded.downsample_factor, loaded.info.latent_space_id
+        model_id, downsample_factor, space = loaded.model_id, loaded.downsample_factor, loaded.latent_space
         if array.shape[0] != loaded.latent_channels:
             raise OptionError(f"latents have {array.shape[0]} channels, the model {loaded.latent_channels}")
     elif latent_space is not None:
         space = spaces.by_name(latent_space)
         if (array.shape[0], downsample_factor) != (space.channels, space.factor):
             raise OptionError(f"latents of {array.shape[0]} channels at factor {downsample_factor} are not of latent space {space.describe()}")
-        space_id = space.id
+    space_id = space.id if space is not None else spaces.UNKNOWN_ID
     bitstream.model_id_bytes(model_id)  # a bad id fails before any coding work
     if isinstance(downsample_factor, bool) or not isinstance(downsample_factor, int) or not 1 <= downsample_factor <= bitstream.MAX_FACTOR:
         raise OptionError(f"downsample_factor must be an integer from 1 to {bitstream.MAX_FACTOR}, got {downsample_factor!r}")
     _, latent_h, latent_w = array.shape
     width, height = size or (latent_w * downsample_factor, latent_h * downsample_factor)
-    spec, encoded = _encode_latents(array, method, dither=dither, target_bytes=target_bytes, quality=quality)
+    spec, encoded = _encode_latents(array, method, dither=dither, target_bytes=target_bytes, quality=quality, latent_space=space)
     header = bitstream.Header(spec.id, model_id, width, height, array.shape, downsample_factor, encoded.params, latent_space=space_id)
     try:
         bitstream.validate_geometry(header, max_pixels=None)
@@ -149,8 +149,10 @@ def compress_rgb(rgb: np.ndarray, loaded: Model, spec, *, dither=None, target_by
             latents_at[scale_value] = loaded.encode(images.to_tensor(padded), tile=tile)[0]
         return latents_at[scale_value]
 
+    space = loaded.latent_space
     if scale == AUTO:
-        chosen, target_bytes = choose_scale(spec, encode_at(bitstream.SCALE_UNIT), target_bytes=target_bytes, quality=quality)
+        chosen, target_bytes = choose_scale(spec, encode_at(bitstream.SCALE_UNIT), target_bytes=target_bytes, quality=quality,
+                                            latent_space=space)
         if target_bytes is not None:
             quality = None
     else:
@@ -162,6 +164,7 @@ def compress_rgb(rgb: np.ndarray, loaded: Model, spec, *, dither=None, target_by
     options = spec.check_options(dither=dither, target_bytes=target_bytes, quality=quality)
     if "target_bytes" in options:
         options["overhead"] = bitstream.CONTAINER_OVERHEAD
+    options.update(spec.context(space))
     best = None
     for scale_value in candidates:
         latents = encode_at(scale_value)
@@ -328,6 +331,11 @@ def decompress(
 def info(data: bytes) -> dict:
     """What a stream's header says (no model needed)."""
     header, payload = bitstream.unpack(data, max_pixels=None)
+    return describe(header, len(payload), len(data))
+
+
+def describe(header: bitstream.Header, payload_bytes: int, total_bytes: int) -> dict:
+    """info()'s dictionary for a parsed header (the CLI's `info` reads files with bitstream.read_header_file)."""
     space = spaces.by_id(header.latent_space)
     coded_w, coded_h = header.coded_size
     return {
@@ -342,7 +350,7 @@ def info(data: bytes) -> dict:
         "coded_height": coded_h,
         "latent_shape": list(header.latent_shape),
         "downsample_factor": header.factor,
-        "payload_bytes": len(payload),
-        "total_bytes": len(data),
-        "bpp": round(8 * len(data) / (header.width * header.height), 4),
+        "payload_bytes": payload_bytes,
+        "total_bytes": total_bytes,
+        "bpp": round(8 * total_bytes / (header.width * header.height), 4),
     }

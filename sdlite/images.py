@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .bitstream import DEFAULT_MAX_PIXELS
 from .errors import InvalidImageError
@@ -84,8 +84,8 @@ def _from_pil(image: Image.Image, max_pixels: int | None) -> np.ndarray:
         raise
     except Image.DecompressionBombError as exc:
         raise InvalidImageError(f"refusing a possible decompression bomb: {exc}") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InvalidImageError(f"cannot decode image: {exc}") from None
+    except Exception as exc:  # Pillow's decoders also raise struct.error, TypeError, IndexError... on broken files
+        raise InvalidImageError(f"cannot decode image: {_reason(exc)}") from None
     _check_size(rgba.shape[1], rgba.shape[0], max_pixels)  # EXIF rotation may swap sides
     if rgba.shape[2] == 4:
         return _composite_alpha(rgba[..., :3], rgba[..., 3])
@@ -112,16 +112,26 @@ def load_rgb(image, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarra
         opened = Image.open(source)
     except Image.DecompressionBombError as exc:
         raise InvalidImageError(f"refusing a possible decompression bomb: {exc}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InvalidImageError(f"cannot read image: {exc}") from None
+    except Exception as exc:  # UnidentifiedImageError, and whatever a plugin's header parser raises
+        raise InvalidImageError(f"cannot read image: {_reason(exc)}") from None
     with opened:
-        frames = getattr(opened, "n_frames", 1)
+        try:
+            frames = getattr(opened, "n_frames", 1)
+        except Exception as exc:  # counting frames parses the whole file (GIF, TIFF)
+            raise InvalidImageError(f"cannot read image: {_reason(exc)}") from None
         if frames > 1:
             warnings.warn(f"the image has {frames} frames; sdlite compresses the first one only", stacklevel=2)
-        try:
-            return _from_pil(opened, max_pixels)
-        except Image.DecompressionBombError as exc:
-            raise InvalidImageError(f"refusing a possible decompression bomb: {exc}") from None
+        return _from_pil(opened, max_pixels)
+
+
+def _reason(exc: BaseException) -> str:
+    """OSError and ValueError speak for themselves; other types are named (struct.error, TypeError...)."""
+    text = str(exc).strip()
+    if isinstance(exc, (OSError, ValueError)) and text:
+        return text
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return f"{name}: {text}"
 
 
 def pad_to_multiple(rgb: np.ndarray, factor: int) -> np.ndarray:

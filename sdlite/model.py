@@ -6,7 +6,6 @@ What a bundle is and where it lives is sdlite.bundle's job; this module only run
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 from pathlib import Path
@@ -15,8 +14,9 @@ import numpy as np
 
 from . import sessions
 from .sessions import check_settings
-from .bundle import EXPORT_HINT, MODEL_FILE, ONNX_DTYPES, SCHEDULER_CONFIG, UNCOND_FILE, check_files, read_bundle, resolve_model_path
-from .errors import ModelNotFoundError, OptionError, SdliteError
+from .bundle import (EXPORT_HINT, MODEL_FILE, ONNX_DTYPES, SCHEDULER_CONFIG, UNCOND_FILE, check_extra, check_files, read_bundle,
+                     read_json, resolve_model_path)
+from .errors import BundleError, ModelNotFoundError, OptionError, SdliteError
 from .scheduler import DEFAULT_STEPS, DEFAULT_STRENGTH, DDIM
 from .tiling import DEFAULT_TILE, check_tile, run_tiled
 
@@ -33,6 +33,29 @@ def feed_inputs(session, values: dict[str, np.ndarray]) -> dict:
             raise SdliteError(f"model input {spec.name!r} is not one sdlite provides ({', '.join(values)})")
         feed[spec.name] = np.asarray(values[spec.name], dtype=ONNX_DTYPES.get(spec.type, np.float32))
     return feed
+
+
+def _run(session, component: str, outputs: list[str], feed: dict) -> list:
+    """session.run, with onnxruntime's own errors (a graph that fails on this input, an allocation that
+    fails) turned into SdliteError naming the component."""
+    try:
+        return session.run(outputs, feed)
+    except SdliteError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        raise SdliteError(f"onnxruntime failed running the {component}: {type(exc).__name__}: {text[0] if text else ''}") from None
+
+
+def _checked(output, component: str, expected: tuple) -> np.ndarray:
+    """A network's output as float32, checked against the shape sdlite expects (None: any size)."""
+    array = np.asarray(output)
+    if array.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, array.shape)):
+        shape = tuple("?" if e is None else e for e in expected)
+        raise SdliteError(f"the {component} returned shape {array.shape}, sdlite expects {shape}: the bundle is not a VAE of this kind")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise SdliteError(f"the {component} returned {array.dtype} values, sdlite expects floats")
+    return array.astype(np.float32, copy=False)
 
 
 class Model:
@@ -116,8 +139,12 @@ class Model:
         wanted = "latent_parameters" if "latent_parameters" in outputs else outputs[0]
 
         def run(piece):
-            (params,) = session.run([wanted], {name: piece.astype(np.float32)})
-            return np.asarray(params[:, : self.latent_channels], dtype=np.float32)
+            (params,) = _run(session, "vae_encoder", [wanted], {name: piece.astype(np.float32)})
+            batch, _, height, width = piece.shape
+            params = _checked(params, "vae_encoder", (batch, None, height // self.downsample_factor, width // self.downsample_factor))
+            if params.shape[1] < self.latent_channels:
+                raise SdliteError(f"the vae_encoder returned {params.shape[1]} channels, the bundle declares {self.latent_channels} latent channels")
+            return params[:, : self.latent_channels]
 
         return run_tiled(run, pixels, cell_in=self.downsample_factor, cell_out=1, tile=tile)
 
@@ -129,8 +156,9 @@ class Model:
         name = session.get_inputs()[0].name
 
         def run(piece):
-            (sample,) = session.run([session.get_outputs()[0].name], {name: piece.astype(np.float32)})
-            return np.asarray(sample, dtype=np.float32)
+            (sample,) = _run(session, "vae_decoder", [session.get_outputs()[0].name], {name: piece.astype(np.float32)})
+            batch, _, height, width = piece.shape
+            return _checked(sample, "vae_decoder", (batch, 3, height * self.downsample_factor, width * self.downsample_factor))
 
         return run_tiled(run, latents, cell_in=1, cell_out=self.downsample_factor, tile=tile)
 
@@ -138,26 +166,40 @@ class Model:
     def uncond_embedding(self) -> np.ndarray:
         if self._uncond is None:
             name = (self.manifest or {}).get("uncond_embedding") or UNCOND_FILE
-            path = self.path / name
-            if not path.is_file():
+            if not (self.path / name).is_file():
                 raise ModelNotFoundError(f"bundle {self.path} has a U-Net but no {name}; {EXPORT_HINT}")
-            self._uncond = np.load(path, allow_pickle=False).astype(np.float32)
+            path = check_extra(self.info, name, hashes=self.verify)
+            try:
+                embedding = np.load(path, allow_pickle=False)
+            except Exception as exc:  # numpy raises ValueError, EOFError, ... on a damaged .npy
+                raise BundleError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+            if embedding.ndim != 3 or embedding.shape[0] != 1 or not np.issubdtype(embedding.dtype, np.floating) or not np.isfinite(embedding).all():
+                raise BundleError(f"{path} must hold one finite text embedding of shape (1, tokens, width), got {embedding.dtype} {embedding.shape}")
+            self._uncond = embedding.astype(np.float32)
         return self._uncond
 
     @property
     def scheduler(self) -> DDIM:
         if self._scheduler is None:
-            path = self.path / ((self.manifest or {}).get("scheduler") or SCHEDULER_CONFIG)
-            config = json.loads(path.read_text()) if path.is_file() else {}
-            self._scheduler = DDIM.from_config(config)
+            name = (self.manifest or {}).get("scheduler") or SCHEDULER_CONFIG
+            config = {}
+            if (self.path / name).is_file():
+                config = read_json(check_extra(self.info, name, hashes=self.verify))
+            try:
+                self._scheduler = DDIM.from_config(config)
+            except OptionError as exc:
+                raise BundleError(f"{self.path / name}: {exc}") from None
         return self._scheduler
 
     @functools.cached_property
     def unet_multiple(self) -> int:
         """Latent sides the U-Net accepts are multiples of this (2 ** downsampling blocks - 1)."""
         path = self.path / "unet" / "config.json"
-        config = json.loads(path.read_text()) if path.is_file() else {}
-        return 2 ** (len(config.get("block_out_channels", (0, 0, 0, 0))) - 1)
+        config = read_json(path) if path.is_file() else {}
+        blocks = config.get("block_out_channels", (0, 0, 0, 0))
+        if not isinstance(blocks, (list, tuple)) or not 1 <= len(blocks) <= 7:
+            raise BundleError(f"{path}: block_out_channels must be a list of 1 to 7 entries, got {blocks!r}")
+        return 2 ** (len(blocks) - 1)
 
     def denoise(
         self, latents: np.ndarray, *, strength: float = DEFAULT_STRENGTH, steps: int = DEFAULT_STEPS, seed: int = 0,
@@ -181,8 +223,8 @@ class Model:
 
             def predict_noise(piece, t=t):
                 feed = feed_inputs(session, {names[0]: piece, "timestep": np.array(t, dtype=np.float32), text_name: self.uncond_embedding})
-                (output,) = session.run([session.get_outputs()[0].name], feed)
-                return np.asarray(output, dtype=np.float32)
+                (output,) = _run(session, "unet", [session.get_outputs()[0].name], feed)
+                return _checked(output, "unet", piece.shape)
 
             output = run_tiled(predict_noise, sample, cell_in=1, cell_out=1, tile=tile, multiple=multiple)
             t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1

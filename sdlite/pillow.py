@@ -8,35 +8,42 @@ as pillow-heif and pillow-jxl-plugin do for theirs.
         im.thumbnail((256, 256))                # decodes on first use of the pixels
     Image.open("photo.png").save("photo.sdz", quality=60)          # or target_bytes=, method=, model=, effort=
 
-Opening reads the header only (no model, no decoding); `load()` decodes with the model set by
-set_model(), else the one `decompress` would find. A corrupt stream raises Pillow's usual errors
-(PIL.UnidentifiedImageError on open, OSError on load) that are also sdlite errors carrying sdlite's
-message.
+Opening reads the header and no more of the file than the header's shape justifies (no model, no
+decoding), and refuses images over max_pixels (set_max_pixels; default sdlite.DEFAULT_MAX_PIXELS) as
+`decompress` does; `load()` decodes with the model set by set_model(), else the one `decompress` would
+find. A corrupt stream raises Pillow's usual errors (PIL.UnidentifiedImageError on open, OSError on
+load) that are also sdlite errors carrying sdlite's message.
+
+Saving compresses before the target file is touched: Pillow opens (and empties) a named target before
+calling a format's writer, so register() wraps Image.Image.save to run sdlite's encoder first when the
+format is SDZ; an unreachable target_bytes or a bad option then leaves an existing file as it was.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import os
 import threading
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from .bitstream import MAGIC
+from .bitstream import DEFAULT_MAX_PIXELS, MAGIC, read_stream
 from .codec import compress, decompress, info
-from .errors import BitstreamError, ModelNotFoundError, SdliteError
+from .errors import BitstreamError, ModelNotFoundError, OptionError, SdliteError
 from .model import Model, load_model
 
-__all__ = ["register", "set_model", "FORMAT", "EXTENSION", "SdzImageFile", "SdzFormatError", "SdzDecodeError"]
+__all__ = ["register", "set_model", "set_max_pixels", "FORMAT", "EXTENSION", "SdzImageFile", "SdzFormatError", "SdzDecodeError"]
 
 FORMAT = "SDZ"
 EXTENSION = ".sdz"
 MIME = "image/x-sdz"
-MAX_STREAM_BYTES = 256 << 20
-"""Open refuses larger files: a .sdz holds a latent, kilobytes to a few megabytes."""
 SAVE_OPTIONS = ("quality", "target_bytes", "method", "effort", "scale", "dither", "model", "tile", "max_pixels")
+_PREPARED = "_sdlite_stream"  # encoderinfo key: the stream compressed before Pillow opened the target
 
 _model: Model | None = None
 _model_lock = threading.Lock()
+_max_pixels: int | None = DEFAULT_MAX_PIXELS
 
 
 class SdzFormatError(UnidentifiedImageError, BitstreamError):
@@ -54,6 +61,14 @@ def set_model(model=None, **options) -> Model | None:
     with _model_lock:
         _model = None if model is None else load_model(model, **options)
         return _model
+
+
+def set_max_pixels(max_pixels: int | None) -> None:
+    """The largest image (width * height) that opening and loading accept (None: no limit)."""
+    global _max_pixels
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
+        raise OptionError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+    _max_pixels = max_pixels
 
 
 def _current_model(explicit=None) -> Model:
@@ -77,10 +92,8 @@ class SdzImageFile(ImageFile.ImageFile):
     format_description = "sdlite image (Stable Diffusion latent)"
 
     def _open(self) -> None:
-        data = self.fp.read(MAX_STREAM_BYTES + 1)
-        if len(data) > MAX_STREAM_BYTES:
-            raise SdzFormatError(f"SDZ file larger than {MAX_STREAM_BYTES} bytes")
         try:
+            data = read_stream(self.fp, max_pixels=_max_pixels)  # no further than the header's shape justifies
             meta = info(data)
         except BitstreamError as exc:
             raise SdzFormatError(f"cannot open SDZ image: {exc}") from None
@@ -96,7 +109,7 @@ class SdzImageFile(ImageFile.ImageFile):
     def load(self):
         if not self._decoded and self._stream is not None:
             try:
-                picture = decompress(self._stream, model=_current_model(), max_pixels=None)
+                picture = decompress(self._stream, model=_current_model(), max_pixels=_max_pixels)
             except ModelNotFoundError:
                 raise
             except SdliteError as exc:
@@ -112,22 +125,60 @@ class SdzImageFile(ImageFile.ImageFile):
         pass
 
 
-def _save(im: Image.Image, fp, filename) -> None:
-    options = {key: im.encoderinfo[key] for key in SAVE_OPTIONS if key in im.encoderinfo}
+def _compressed(im: Image.Image, params: dict) -> bytes:
+    options = {key: params[key] for key in SAVE_OPTIONS if key in params}
     model = _current_model(options.pop("model", None))
     try:
-        data = compress(im, model=model, **options)
+        return compress(im, model=model, **options)
     except SdliteError as exc:
         raise OSError(f"cannot write SDZ image: {exc}") from exc
-    fp.write(data)
+
+
+def _save(im: Image.Image, fp, filename) -> None:
+    data = im.encoderinfo.get(_PREPARED)
+    fp.write(data if data is not None else _compressed(im, im.encoderinfo))
+
+
+def _save_all(im: Image.Image, fp, filename) -> None:
+    if getattr(im, "n_frames", 1) > 1 or im.encoderinfo.get("append_images"):
+        raise OSError("cannot write SDZ image: an SDZ file holds one image; save the frames one by one")
+    _save(im, fp, filename)
+
+
+def _is_sdz(fp, format) -> bool:
+    if format:
+        return str(format).upper() == FORMAT
+    name = fp if isinstance(fp, (str, bytes, os.PathLike)) else getattr(fp, "name", "")
+    if not isinstance(name, (str, bytes, os.PathLike)):
+        return False
+    extension = os.path.splitext(os.fsdecode(name))[1].lower()
+    return extension == EXTENSION
+
+
+def _compress_first(save):
+    """Image.Image.save, compressing SDZ images before Pillow opens (and empties) the target file."""
+
+    @functools.wraps(save)
+    def wrapper(self, fp, format=None, **params):
+        if _is_sdz(fp, format) and _PREPARED not in params:
+            if params.get("save_all") and (getattr(self, "n_frames", 1) > 1 or params.get("append_images")):
+                raise OSError("cannot write SDZ image: an SDZ file holds one image; save the frames one by one")
+            params = {**params, _PREPARED: _compressed(self, {**getattr(self, "encoderinfo", {}), **params})}
+        return save(self, fp, format, **params)
+
+    wrapper._sdlite_compress_first = True
+    return wrapper
 
 
 def register() -> None:
     """Register SDZ with Pillow (open, save, extension, MIME type); safe to call more than once."""
     Image.register_open(FORMAT, SdzImageFile, _accept)
     Image.register_save(FORMAT, _save)
+    Image.register_save_all(FORMAT, _save_all)
     Image.register_extension(FORMAT, EXTENSION)
     Image.register_mime(FORMAT, MIME)
+    if not getattr(Image.Image.save, "_sdlite_compress_first", False):
+        Image.Image.save = _compress_first(Image.Image.save)
 
 
 register()

@@ -31,6 +31,11 @@ DEFAULT_BATCH_SIZE = 8
 """Images per worker call: the encoder runs once per group of same-sized images within it."""
 
 
+def _reason(exc: BaseException) -> str:
+    """A row's error text: sdlite's message, or the exception's type and message for anything else."""
+    return str(exc) if isinstance(exc, SdliteError) else f"{type(exc).__name__}: {exc}"
+
+
 def _rows(batch: dict) -> int:
     return len(next(iter(batch.values()))) if batch else 0
 
@@ -56,8 +61,8 @@ class _Compressor:
             for i, latents in enumerate(values):
                 try:
                     out[i] = compress_latents(np.asarray(latents, dtype=np.float32), model=self.model, method=self.spec.name, **self.options)
-                except SdliteError as exc:
-                    errors[i] = str(exc)
+                except Exception as exc:  # one bad row never fails the batch: it gets its error
+                    errors[i] = _reason(exc)
         else:
             rgbs = {}
             for i, value in enumerate(values):
@@ -67,19 +72,22 @@ class _Compressor:
                     elif not isinstance(value, (bytes, bytearray)):
                         value = np.asarray(value)
                     rgbs[i] = images.load_rgb(value, max_pixels=self.max_pixels)
-                except SdliteError as exc:
-                    errors[i] = str(exc)
+                except Exception as exc:
+                    errors[i] = _reason(exc)
             by_shape: dict[tuple, list[int]] = {}
             for i, rgb in rgbs.items():
                 by_shape.setdefault(rgb.shape, []).append(i)
             for members in by_shape.values():
-                latents = self._encode_group([rgbs[i] for i in members])
+                try:
+                    latents = self._encode_group([rgbs[i] for i in members])
+                except Exception:  # one image of the group may be the cause: encode them one by one
+                    latents = [None] * len(members)
                 for i, full in zip(members, latents):
                     try:
                         out[i] = compress_rgb(rgbs[i], self.model, self.spec, scale=self.scale, effort=self.effort, tile=self.tile,
                                               full_latents=full, **self.options)[0]
-                    except SdliteError as exc:
-                        errors[i] = str(exc)
+                    except Exception as exc:
+                        errors[i] = _reason(exc)
         result = {k: v for k, v in batch.items() if k != self.column or self.kind == "path"}
         result["sdz"] = np.array([b"" if data is None else data for data in out], dtype=object)
         result["error"] = np.array(errors, dtype=object)
@@ -110,8 +118,8 @@ class _Decompressor:
                     out[i] = decompress_latents(bytes(data), max_pixels=self.options.get("max_pixels", bitstream.DEFAULT_MAX_PIXELS))[0]
                 else:
                     out[i] = np.asarray(decompress(bytes(data), model=self.model, **self.options))
-            except SdliteError as exc:
-                errors[i] = str(exc)
+            except Exception as exc:
+                errors[i] = _reason(exc)
         result = {k: v for k, v in batch.items() if k != self.column}
         empty = np.zeros((0, 0, 3), np.uint8) if self.output == "image" else np.zeros((0, 0, 0), np.float32)
         column = np.empty(len(out), dtype=object)

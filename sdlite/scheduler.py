@@ -17,6 +17,14 @@ DEFAULT_STRENGTH = 0.04
 """Start the denoising at 4 % of the training timesteps (the seed method's level)."""
 DEFAULT_STEPS = 2
 """U-Net calls on decode."""
+MAX_TRAIN_TIMESTEPS = 100_000
+"""Bound on a scheduler config's num_train_timesteps (SD uses 1000): its tables are built from it."""
+
+
+def _fraction(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+        raise OptionError(f"{name} must be a number between 0 and 1, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -26,11 +34,17 @@ class DDIM:
 
     @classmethod
     def from_config(cls, config: dict) -> "DDIM":
-        steps = int(config.get("num_train_timesteps", 1000))
-        start, end = float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012))
+        """From a diffusers scheduler config; every value is checked (a bundle may be hostile)."""
+        steps = config.get("num_train_timesteps", 1000)
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_TRAIN_TIMESTEPS:
+            raise OptionError(f"num_train_timesteps must be an integer from 1 to {MAX_TRAIN_TIMESTEPS}, got {steps!r}")
+        start, end = _fraction(config.get("beta_start", 0.00085), "beta_start"), _fraction(config.get("beta_end", 0.012), "beta_end")
         schedule = config.get("beta_schedule", "scaled_linear")
         if config.get("trained_betas"):
-            betas = np.asarray(config["trained_betas"], dtype=np.float64)
+            trained = config["trained_betas"]
+            if not isinstance(trained, list) or not 1 <= len(trained) <= MAX_TRAIN_TIMESTEPS:
+                raise OptionError(f"trained_betas must be a list of 1 to {MAX_TRAIN_TIMESTEPS} numbers")
+            betas = np.asarray([_fraction(b, "trained_betas") for b in trained], dtype=np.float64)
         elif schedule == "scaled_linear":
             betas = np.linspace(start**0.5, end**0.5, steps, dtype=np.float64) ** 2
         elif schedule == "linear":

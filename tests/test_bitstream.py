@@ -1,5 +1,6 @@
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +82,10 @@ def test_zlib_bomb_is_bounded():
     # a payload that inflates far beyond what the header allows must be cut off, not inflated
     bomb = zlib.compress(bytes([255]) + bytes(256 * 4) + bytes(50_000_000), 9)
     data = bs.pack(bs.Header(1, MODEL_ID, 16, 16, (4, 2, 2), params=struct.pack(">IHB", 182150, 255, 100)), bomb)
+    with pytest.raises(BitstreamError, match="payload length 48612 exceeds"):  # refused before inflating
+        decompress_latents(data)
+    small_bomb = zlib.compress(bytes([255]) + bytes(256 * 4) + bytes(5_000), 9)  # within the length bound, inflates past it
+    data = bs.pack(bs.Header(1, MODEL_ID, 16, 16, (4, 2, 2), params=struct.pack(">IHB", 182150, 255, 100)), small_bomb)
     with pytest.raises(BitstreamError, match="corrupt payload"):
         decompress_latents(data)
 
@@ -138,6 +143,7 @@ def test_version_1_palette_streams_still_decode_but_entropy_ones_name_the_proble
     entropy = compress_latents(_latents(), model_id=MODEL_ID, method="entropy")
     with pytest.raises(BitstreamError, match="format version 1.*pre-release"):
         decompress_latents(_with_version(entropy, 1))
-    old = _with_version(entropy, 2)  # version 2 streams read as latent space unknown, full scale
-    assert np.array_equal(decompress_latents(old), decompress_latents(entropy))
+    version_3 = (Path(__file__).parent / "golden" / "v3" / "entropy-q50.sdz").read_bytes()  # the same coding as version 2
+    old = _with_version(version_3, 2)  # version 2 streams read as latent space unknown, full scale
+    assert np.array_equal(decompress_latents(old), decompress_latents(version_3))
     assert info(old)["latent_space"] == "unknown" and info(old)["scale"] == 1.0

@@ -39,7 +39,7 @@ def _reconstruction_of(plan):
 )
 def test_symbols_round_trip_exactly(latents, step, levels):
     plan = entropy.plan_for_step(latents, step, levels=levels)
-    decoded = entropy.decode(plan.params().pack(), coder.encode_payload(plan), latents.shape, 3)
+    decoded = entropy.decode(plan.params().pack(), coder.encode_payload(plan), latents.shape, bs.FORMAT_VERSION)
     assert decoded.shape == latents.shape
     assert np.array_equal(decoded, _reconstruction_of(plan).astype(np.float32))
 
@@ -163,14 +163,11 @@ def test_predictions_split_into_integer_and_fraction():
 def test_crafted_huge_alphabets_are_refused_before_building_tables():
     import zlib
 
-    z = _latents((8, 6, 6))
+    z = _latents((16, 64, 64))
     plan = entropy.plan_for_step(z, 1.0)
     raw = bytearray(plan.params().raw())
-    planes = 4 * 8
-    for i in range(planes):  # every plane claims residuals -2000..2000: legal alone, 128k symbols in all
-        offset = params.GLOBAL.size + i * params.PLANE.size
-        mean, _, _, base, slope = params.PLANE.unpack_from(raw, offset)
-        params.PLANE.pack_into(raw, offset, mean, -2000, 2000, base, slope)
-    header = bs.Header(methods.ENTROPY, MODEL_ID, 48, 48, z.shape, params=zlib.compress(bytes(raw)))
-    with pytest.raises(BitstreamError, match="in all"):
+    offset = params.GLOBAL.size + (4 * 16 + 7) // 8  # the one group's range: -2000..2000 over 64 planes of 32x32
+    params.RANGE.pack_into(raw, offset, -2000, 2000)
+    header = bs.Header(methods.ENTROPY, MODEL_ID, 512, 512, z.shape, params=zlib.compress(bytes(raw)))
+    with pytest.raises(BitstreamError, match="decoding work, over the limit"):
         decompress_latents(bs.pack(header, coder.encode_payload(plan)))

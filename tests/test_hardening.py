@@ -202,9 +202,14 @@ def test_seed_must_be_a_non_negative_integer(fake_model, photo, seed):
         decompress(compress(photo, model=fake_model), model=fake_model, seed=seed)
 
 
-def test_a_budget_above_the_largest_stream_gives_quality_100_at_once():
+def test_a_budget_above_the_largest_stream_gives_the_finest_step_at_once():
+    from sdlite.methods.entropy import rate
+
     z = np.random.default_rng(1).normal(0, 4, (4, 24, 32)).astype(np.float32)
-    assert compress_latents(z, model_id="0" * 16, target_bytes=10**6) == compress_latents(z, model_id="0" * 16, quality=100)
+    stats: dict = {}
+    data = compress_latents(z, model_id="0" * 16, target_bytes=10**6, stats=stats)
+    assert stats["step"] == rate.STEP_SEARCH_FINEST and len(data) < 10**6
+    assert len(data) > len(compress_latents(z, model_id="0" * 16, quality=100))  # finer than quality 100
 
 
 def test_option_errors_are_reported_once_and_empty_info_is_an_error(vaelight, tmp_path, photo, capsys):

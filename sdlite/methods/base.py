@@ -23,8 +23,10 @@ class Method:
     that returns the normalised value or raises OptionError; versions: the stream format versions whose
     streams of this method still decode, and `retired` a message for the others; decode(params, payload,
     shape, version) -> (C, h, w) float32; max_params(shape): the most parameter bytes a valid stream of
-    this shape can carry (the bitstream refuses more before anything is inflated); estimate_bytes, for
-    methods whose rate follows their options, predicts the size without coding."""
+    this shape can carry (the bitstream refuses more before anything is inflated), max_payload(shape) the
+    largest payload one can (the bitstream refuses longer ones before reading them); estimate_bytes, for
+    methods whose rate follows their options, predicts the size without coding; a space-aware method is
+    told the latent space of what it codes."""
 
     id: int
     name: str
@@ -33,10 +35,12 @@ class Method:
     options: dict[str, Callable]
     versions: tuple[int, ...]
     max_params: Callable[[tuple[int, int, int]], int]
+    max_payload: Callable[[tuple[int, int, int]], int]
     max_channels: int = 255
     retired: str = ""
     estimate_bytes: Callable | None = None  # (latents, **options) -> parameter + payload bytes; rate-controlled methods only
     encode_variants: Callable | None = None  # (latents, **options) -> [Encoded] of one size, for the encoder to choose by decoding
+    space_aware: bool = False  # encode, estimate_bytes and encode_variants take latent_space= (a LatentSpace or None)
 
     def check_options(self, **given) -> dict:
         """Options that were given (not None), normalised; an option of another method is an OptionError."""
@@ -49,6 +53,10 @@ class Method:
                 raise OptionError(f"option {name!r} does not apply to method {self.name!r} (its options: {valid})")
             checked[name] = self.options[name](value)
         return checked
+
+    def context(self, latent_space) -> dict:
+        """The keyword arguments telling encode (and friends) the latent space, for space-aware methods."""
+        return {"latent_space": latent_space} if self.space_aware else {}
 
     def check_version(self, version: int) -> None:
         if version not in self.versions:

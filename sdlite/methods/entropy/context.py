@@ -1,12 +1,19 @@
 """The entropy method's context model, shared by encoder and decoder (pure integer numpy).
 
-Within a group, each plane is coded by wavefronts t = x + 2y (each front one batched call into the
-range coder), and within a front plane by plane, so that every neighbour a context needs is already
-decoded. A symbol's prediction is an integer linear combination (WEIGHT_SCALE units, least squares per
-plane and image) of its plane's N, NW, NE, NN, W and WW symbols and of the same position in up to
-MAX_CROSS earlier planes of its group. It is kept to 1/FRACTIONS of a symbol: the residual
-r = s - floor(prediction) is coded with the fraction as context, and with an activity bin (local
-gradients and the residual sizes at N, W and in the previous plane).
+A symbol's prediction is an integer linear combination (WEIGHT_SCALE units, least squares per plane and
+image) of its plane's N, NW, NE, NN, W and WW symbols and of the same position in up to MAX_CROSS
+earlier planes of its group. It is kept to 1/FRACTIONS of a symbol: the residual r = s - floor(prediction)
+is coded with the fraction as context, and with an activity bin (local gradients and the residual sizes
+at N, W and in the previous plane).
+
+Coding order. Within a plane, symbols go by wavefronts t = x + 2y, so that every spatial neighbour lies
+on an earlier front. From format version 4 a plane is cut into blocks of at most BLOCK_SIDE cells a
+side whose contexts stay inside the block (a neighbour across a block edge counts as off the plane), so
+all blocks advance together and a plane has at most 3 * BLOCK_SIDE fronts whatever its shape; and the
+planes of a group advance diagonally: coding step s holds front s - p of every plane p (schedule()),
+so plane p's front f follows plane p-1's front f, which its cross-plane context needs. A group then
+takes fronts + planes - 1 coder calls instead of fronts * planes (format versions 2 and 3: one plane,
+one block, front by front, plane by plane).
 """
 
 from __future__ import annotations
@@ -22,51 +29,118 @@ FRACTIONS = 8  # predictions keep 1/8 of a symbol; the residual model is centred
 ACTIVITY_THRESHOLDS = np.array([1, 2, 3, 4, 6, 8, 11, 15, 20, 28, 40], dtype=np.int64)
 N_BINS = len(ACTIVITY_THRESHOLDS) + 1
 SYMBOL_LIMIT = 32767  # symbols and predictions are clipped to +-this, which bounds decoding of crafted streams
+BLOCK_SIDE = 64  # format version 4: contexts stay inside blocks of at most this many cells a side
+CROSS_COLUMNS = SPATIAL_FEATURES + MAX_CROSS  # padded weight rows: spatial, then planes p-3, p-2, p-1
 
 
 def n_weights(plane: int) -> int:
     return SPATIAL_FEATURES + min(plane, MAX_CROSS)
 
 
+def _block_of(length: int, block: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per index along a side: (offset inside its block, its block's length). Blocks of near-equal
+    length, at most `block` (None: one block)."""
+    parts = 1 if block is None else max(1, -(-length // block))
+    sizes = np.full(parts, length // parts) + (np.arange(parts) < length % parts)
+    starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return np.arange(length) - starts, np.repeat(sizes, sizes)
+
+
 class Layout:
     """Neighbour indices and coding order of one plane shape.
 
     Planes are held flat with one extra cell at index `zero` that always holds 0. Coding goes by
-    wavefronts t = x + 2y, each one vectorised: every neighbour a context uses (W, WW, NW, N, NE, NN)
-    lies on an earlier wavefront. Off the plane's edge, a sideways neighbour falls back to N, NN to N,
-    and anything above the first row to 0."""
+    wavefronts t = x + 2y inside each block (block=None: the whole plane is one block), each one
+    vectorised: every neighbour a context uses (W, WW, NW, N, NE, NN) lies on an earlier wavefront of
+    the same block. Off the block's edge, a sideways neighbour falls back to N, NN to N, and anything
+    above the block's first row to 0."""
 
-    def __init__(self, height: int, width: int):
+    def __init__(self, height: int, width: int, block: int | None = None):
         self.height, self.width, self.zero = height, width, height * width
         ys, xs = np.divmod(np.arange(height * width), width)
         here = ys * width + xs
+        by, block_h = _block_of(height, block)
+        bx, block_w = _block_of(width, block)
+        ly, lx, bw = by[ys], bx[xs], block_w[xs]
 
         def at(dy, dx, valid, fallback):
             return np.where(valid, here + dy * width + dx, fallback)
 
-        north = at(-1, 0, ys >= 1, self.zero)
-        west = at(0, -1, xs >= 1, north)
+        north = at(-1, 0, ly >= 1, self.zero)
+        west = at(0, -1, lx >= 1, north)
         self.spatial = np.stack([  # (SPATIAL_FEATURES, positions)
             north,
-            at(-1, -1, (ys >= 1) & (xs >= 1), north),
-            at(-1, 1, (ys >= 1) & (xs + 1 < width), north),
-            at(-2, 0, ys >= 2, north),
+            at(-1, -1, (ly >= 1) & (lx >= 1), north),
+            at(-1, 1, (ly >= 1) & (lx + 1 < bw), north),
+            at(-2, 0, ly >= 2, north),
             west,
-            at(0, -2, xs >= 2, west),
+            at(0, -2, lx >= 2, west),
         ])
-        self.residual_neighbours = np.stack([north, at(0, -1, xs >= 1, self.zero)])  # N, W; 0 off the edge
-        self.fronts = []
-        for t in range(width + 2 * (height - 1)):
-            front_ys = np.arange(max(0, -(-(t - width + 1) // 2)), min(height - 1, t // 2) + 1)
-            self.fronts.append(front_ys * width + t - 2 * front_ys)
+        self.residual_neighbours = np.stack([north, at(0, -1, lx >= 1, self.zero)])  # N, W; 0 off the edge
+        self.front_of = lx + 2 * ly  # the wavefront of each position
+        order = np.argsort(self.front_of, kind="stable")  # by front, then by flat index
+        count = int(self.front_of.max()) + 1 if self.zero else 0
+        self.fronts = np.split(order, np.searchsorted(self.front_of[order], np.arange(1, count)))
 
     def empty(self, planes: int) -> np.ndarray:
         return np.zeros((planes, self.zero + 1), dtype=np.int64)
 
 
 @functools.lru_cache(maxsize=16)
-def layout(height: int, width: int) -> Layout:
-    return Layout(height, width)
+def layout(height: int, width: int, block: int | None = None) -> Layout:
+    return Layout(height, width, block)
+
+
+def schedule(layout: Layout, planes: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The coding order of a group (format version 4): (plane index, flat position) of every coded
+    symbol, sorted by step s = front + plane, then plane, then position; and the index where each step
+    starts (plus the end). planes: the group's coded (non-empty) planes, ascending."""
+    plane_ids = np.repeat(np.asarray(planes, dtype=np.int64), layout.zero)
+    positions = np.tile(np.arange(layout.zero, dtype=np.int64), len(planes))
+    steps = layout.front_of[positions] + plane_ids
+    order = np.lexsort((positions, plane_ids, steps))
+    steps = steps[order]
+    bounds = np.flatnonzero(np.diff(steps)) + 1
+    return plane_ids[order], positions[order], np.concatenate([[0], bounds, [len(order)]]).astype(np.int64)
+
+
+def padded_weights(weights: list, planes: int) -> np.ndarray:
+    """(planes, CROSS_COLUMNS) int64: each plane's weights with its cross-plane ones right-aligned (column
+    SPATIAL_FEATURES + MAX_CROSS - k holds plane p-k); planes without weights (None) get zeros."""
+    out = np.zeros((planes, CROSS_COLUMNS), dtype=np.int64)
+    for p, w in enumerate(weights):
+        if w is None:
+            continue
+        w = np.asarray(w, dtype=np.int64)
+        out[p, :SPATIAL_FEATURES] = w[:SPATIAL_FEATURES]
+        cross = len(w) - SPATIAL_FEATURES
+        if cross:
+            out[p, CROSS_COLUMNS - cross:] = w[SPATIAL_FEATURES:]
+    return out
+
+
+def row_features(symbols: np.ndarray, plane_ids: np.ndarray, positions: np.ndarray, layout: Layout) -> np.ndarray:
+    """(CROSS_COLUMNS, n) features of symbols at (plane, position) rows of one group, in the column order
+    of padded_weights (cross-plane columns of missing planes hold 0)."""
+    spatial = symbols[plane_ids[None, :], layout.spatial[:, positions]]
+    cross = [np.where(plane_ids >= k, symbols[np.maximum(plane_ids - k, 0), positions], 0) for k in range(MAX_CROSS, 0, -1)]
+    return np.concatenate([spatial, np.stack(cross)])
+
+
+def row_predict(feats: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """predict() for rows with their own weights: feats (CROSS_COLUMNS, n), weights (n, CROSS_COLUMNS)."""
+    acc = np.einsum("jn,nj->n", feats, weights)
+    centre = np.clip((acc * FRACTIONS + WEIGHT_SCALE // 2) // WEIGHT_SCALE, -SYMBOL_LIMIT * FRACTIONS, SYMBOL_LIMIT * FRACTIONS)
+    return centre // FRACTIONS, centre % FRACTIONS
+
+
+def row_activity_bins(feats: np.ndarray, residuals: np.ndarray, plane_ids: np.ndarray, positions: np.ndarray, layout: Layout) -> np.ndarray:
+    """activity_bins() for rows of several planes (the previous plane's residual is 0 for plane 0)."""
+    north, northwest, northeast, north2, west = feats[:5]
+    act = np.abs(north - northwest) + np.abs(northeast - north) + np.abs(north - north2) + np.abs(west - northwest)
+    act += 2 * np.abs(residuals[plane_ids[None, :], layout.residual_neighbours[:, positions]]).sum(axis=0)
+    act += 2 * np.where(plane_ids >= 1, np.abs(residuals[np.maximum(plane_ids - 1, 0), positions]), 0)
+    return np.searchsorted(ACTIVITY_THRESHOLDS, act, side="right")
 
 
 def features(symbols: np.ndarray, p: int, layout: Layout, positions) -> np.ndarray:

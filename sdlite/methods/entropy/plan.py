@@ -7,59 +7,74 @@ import numpy as np
 
 from ...errors import OptionError
 from . import context
-from .params import MEAN_SCALE, RECONSTRUCTION_GAIN_ONE, Params, PlaneHeader
-from .probability import MAX_ALPHABET, MAX_TOTAL_ALPHABET, choose_decay
+from .params import MAX_DECODE_WORK, MEAN_SCALE, RECONSTRUCTION_GAIN_ONE, Params, PlaneHeader
+from .probability import MAX_ALPHABET, MAX_RESIDUAL, choose_decay
 from .transform import DEFAULT_BAND_GAINS, DEFAULT_LEVELS, GAIN_SCALE, LEVELS, STEP_SCALE, decompose, group_steps
 
 STEP_Q_MAX = 65535
 
 
 class Plan:
-    """Everything the encoder decides for one base step; estimated_bytes() predicts params + payload."""
+    """Everything the encoder decides for one base step; estimated_bytes() predicts params + payload.
 
-    def __init__(self, latents: np.ndarray, step_q: int, gains_q: tuple[int, int], levels: int, reconstruction_gains: bool = False):
-        self.shape = latents.shape
+    coded: the values to code (C, h, w), already in coding units (channels.ChannelTransform.forward);
+    transform_id names that transform in the stream."""
+
+    def __init__(self, coded: np.ndarray, step_q: int, gains_q: tuple[int, int], levels: int, reconstruction_gains: bool = False,
+                 transform_id: int = 0):
+        self.shape = coded.shape
+        self.transform_id = transform_id
         self.with_reconstruction_gains = reconstruction_gains
         self.reconstruction_gains_q: list[int] = []
         self.levels, self.step_q, self.gains_q = levels, int(step_q), tuple(int(g) for g in gains_q)
-        groups = decompose(latents.astype(np.float64), levels)
-        steps = group_steps(self.step_q, self.gains_q, levels, latents.shape[0])
-        self.means_q, self.symbols, self.residuals, self.fractions, self.bins, self.weights = [], [], [], [], [], []
+        groups = decompose(coded.astype(np.float64), levels)
+        steps = group_steps(self.step_q, self.gains_q, levels, coded.shape[0])
+        self.means_q, self.symbols, self.residuals, self.fractions, self.bins, self.weights, self.empty = [], [], [], [], [], [], []
+        self.layouts, self.ranges = [], []
         for group, group_step in zip(groups, steps):
             means_q = np.clip(np.rint(group.reshape(len(group), -1).mean(axis=1) * MEAN_SCALE), -32768, 32767).astype(np.int64)
             scaled = (group - (means_q / MEAN_SCALE)[:, None, None]) / group_step[:, None, None]
             symbols = np.clip(np.rint(scaled), -context.SYMBOL_LIMIT, context.SYMBOL_LIMIT).astype(np.int64)
+            empty = ~symbols.reshape(len(group), -1).any(axis=1)
             # the encoder knows every symbol, so it evaluates the (causal) contexts for whole planes at once
-            layout = context.layout(*symbols.shape[1:])
+            layout = context.layout(*symbols.shape[1:], context.BLOCK_SIDE)
             positions = np.arange(layout.zero)
             flat = layout.empty(len(group))
             flat[:, : layout.zero] = symbols.reshape(len(group), -1)
             residuals, fractions, bins = layout.empty(len(group)), layout.empty(len(group)), layout.empty(len(group))
-            all_feats = []
+            all_feats = {}
             for p in range(len(group)):
+                if empty[p]:  # nothing coded: the decoder holds zeros for its symbols and residuals
+                    self.weights.append(None)
+                    continue
                 feats = context.features(flat, p, layout, positions)
                 weights = context.fit_weights(feats, flat[p, : layout.zero])
                 below, fractions[p, : layout.zero] = context.predict(feats, weights)
                 residuals[p, : layout.zero] = flat[p, : layout.zero] - below
                 self.weights.append(weights)
-                all_feats.append(feats)
-            for p, feats in enumerate(all_feats):
+                all_feats[p] = feats
+            for p, feats in all_feats.items():
                 bins[p, : layout.zero] = context.activity_bins(feats, residuals, p, layout, positions)
+            coded_residuals = residuals[~empty, : layout.zero]
+            rmin = int(coded_residuals.min()) if coded_residuals.size else 0
+            rmax = max(int(coded_residuals.max()) if coded_residuals.size else 1, rmin + 1)  # constriction needs two symbols
+            self.ranges.append((rmin, rmax))
             self.means_q += list(means_q)
             self.reconstruction_gains_q += _least_squares_gains(symbols * group_step[:, None, None], group - (means_q / MEAN_SCALE)[:, None, None])
+            self.empty += list(empty)
+            self.layouts.append(layout)
             self.symbols.append(symbols)
             self.residuals.append(residuals)
             self.fractions.append(fractions)
             self.bins.append(bins)
-        self.rmin = np.concatenate([r[:, :-1].min(axis=1) for r in self.residuals])
-        # constriction needs at least two symbols in an alphabet
-        self.rmax = np.maximum(np.concatenate([r[:, :-1].max(axis=1) for r in self.residuals]), self.rmin + 1)
-        self.decay = np.zeros((len(self.rmin), 2), dtype=np.int64)
+        self.decay = np.zeros((len(self.means_q), 2), dtype=np.int64)
         self.bits = 0.0
         if self.alphabet_ok:
             for i, g, p in self.planes():
+                if self.empty[i]:
+                    continue
                 base, slope, bits = choose_decay(self.residuals[g][p][:-1], self.fractions[g][p][:-1], self.bins[g][p][:-1],
-                                                 int(self.rmin[i]), int(self.rmax[i]))
+                                                 *self.ranges[g])
                 self.decay[i] = (base, slope)
                 self.bits += bits
 
@@ -71,19 +86,35 @@ class Plan:
                 yield index, g, p
                 index += 1
 
+    def decode_work(self) -> int:
+        """Coded symbols times the residual alphabet, summed over groups (params.MAX_DECODE_WORK bounds it)."""
+        work, first = 0, 0
+        for symbols, (rmin, rmax) in zip(self.symbols, self.ranges):
+            coded = len(symbols) - sum(self.empty[first:first + len(symbols)])
+            work += coded * symbols.shape[1] * symbols.shape[2] * (rmax - rmin + 1)
+            first += len(symbols)
+        return work
+
+    def overshoot(self) -> float:
+        """How far the residuals exceed the decoder's bounds (alphabet, residual size, decoding work):
+        1.0 or less when they fit; about the factor the step must grow by otherwise."""
+        ratios = [self.decode_work() / MAX_DECODE_WORK]
+        for rmin, rmax in self.ranges:
+            ratios += [(rmax - rmin + 1) / MAX_ALPHABET, -rmin / MAX_RESIDUAL, rmax / MAX_RESIDUAL]
+        return max(ratios)
+
     @property
     def alphabet_ok(self) -> bool:
-        alphabets = self.rmax - self.rmin + 1
-        return bool(np.all(alphabets <= MAX_ALPHABET) and alphabets.sum() <= MAX_TOTAL_ALPHABET)
+        return self.overshoot() <= 1.0
 
     def params(self, reconstruction_gains: bool | None = None) -> Params:
         """The stream's parameters; reconstruction_gains (default: as the plan was made) adds each plane's
         least-squares gain, which the payload does not depend on."""
-        headers = [PlaneHeader(int(self.means_q[i]), int(self.rmin[i]), int(self.rmax[i]), int(self.decay[i, 0]), int(self.decay[i, 1]))
-                   for i, _, _ in self.planes()]
+        headers = [PlaneHeader(int(self.means_q[i]), *self.ranges[g], int(self.decay[i, 0]), int(self.decay[i, 1]), bool(self.empty[i]))
+                   for i, g, _ in self.planes()]
         with_gains = self.with_reconstruction_gains if reconstruction_gains is None else reconstruction_gains
         return Params(self.levels, self.gains_q, self.step_q, headers, self.weights,
-                      tuple(self.reconstruction_gains_q) if with_gains else None)
+                      tuple(self.reconstruction_gains_q) if with_gains else None, self.transform_id)
 
     def estimated_bytes(self) -> int:
         """Parameters plus payload (range coder words of 4 bytes)."""
@@ -101,16 +132,19 @@ def _least_squares_gains(reconstructed: np.ndarray, target: np.ndarray) -> list[
     return [int(g) for g in np.clip(np.rint(gains * RECONSTRUCTION_GAIN_ONE), 1, 255)]
 
 
-def plan_for_step(latents: np.ndarray, step: float, *, band_gains: tuple[float, float] = DEFAULT_BAND_GAINS,
-                  levels: int = DEFAULT_LEVELS, reconstruction_gains: bool = False) -> Plan:
+def plan_for_step(coded: np.ndarray, step: float, *, band_gains: tuple[float, float] = DEFAULT_BAND_GAINS,
+                  levels: int = DEFAULT_LEVELS, reconstruction_gains: bool = False, transform_id: int = 0) -> Plan:
+    """The plan for a base step (coding units); coarser when the residuals would exceed the decoder's
+    bounds (alphabet, residual size, decoding work)."""
     if levels not in LEVELS:
         raise OptionError(f"levels must be one of {LEVELS}, got {levels!r}")
     gains_q = tuple(int(np.clip(round(g * GAIN_SCALE), 1, 255)) for g in band_gains)
     step_q = int(np.clip(round(step * STEP_SCALE), 1, STEP_Q_MAX))
-    plan = Plan(latents, step_q, gains_q, levels, reconstruction_gains)
+    plan = Plan(coded, step_q, gains_q, levels, reconstruction_gains, transform_id)
     while not plan.alphabet_ok and step_q < STEP_Q_MAX:  # extreme latents or a tiny step: coarsen until it fits
-        step_q = min(STEP_Q_MAX, step_q * 2)
-        plan = Plan(latents, step_q, gains_q, levels, reconstruction_gains)
+        growth = min(2.0, max(1.05, 1.02 * plan.overshoot()))  # residuals shrink about in proportion to the step
+        step_q = min(STEP_Q_MAX, max(step_q + 1, int(step_q * growth)))
+        plan = Plan(coded, step_q, gains_q, levels, reconstruction_gains, transform_id)
     if not plan.alphabet_ok:
         raise OptionError("latents are too large to code (residual alphabet exceeds its limit at the coarsest step)")
     return plan

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
+import functools
+
 from .context import FRACTIONS, N_BINS
 
 TABLE_ONE = 1 << 20  # frequency at distance 0 from the prediction before normalisation
 THETA_BITS = 24  # decay numerators are in 1/2**24 units
-MAX_ALPHABET = 4096  # residual alphabet per plane; the step is raised rather than exceed it
-MAX_TOTAL_ALPHABET = 1 << 16  # summed over a stream's planes: bounds the decoder's tables (about 50 MB)
+MAX_ALPHABET = 4096  # residual alphabet per plane (per group from format version 4); the step is raised rather than exceed it
+MAX_TOTAL_ALPHABET = 1 << 16  # format versions 2 and 3: summed over a stream's planes, bounds the decoder's tables (about 50 MB)
+MAX_RESIDUAL = 4095  # format version 4: |residual| bound, so a table never reaches beyond FRACTIONS * 4096 from its centre
 
 
 def theta_numerator(q) -> np.ndarray:
@@ -25,6 +28,36 @@ def theta_numerator(q) -> np.ndarray:
     return (1 << THETA_BITS) - (256 - q) ** 3
 
 
+def magnitude_columns(q, distances) -> np.ndarray:
+    """Integer frequencies TABLE_ONE * theta**k of each decay byte in q at the sorted distances k,
+    (len(q), len(distances)) int64 (before the floor at 1). The sequence is exact integer arithmetic: a
+    multiply-shift per step, k steps; it stops early once every row has reached 0. Cost: one vector
+    operation per step up to the largest distance asked for."""
+    num = np.atleast_1d(theta_numerator(q))
+    distances = np.asarray(distances, dtype=np.int64)
+    out = np.zeros((len(num), len(distances)), dtype=np.int64)
+    current = np.full(len(num), TABLE_ONE, dtype=np.int64)
+    at = 0
+    while at < len(distances) and distances[at] == 0:
+        out[:, at] = current
+        at += 1
+    k = 0
+    while at < len(distances):
+        k += 1
+        current = (current * num) >> THETA_BITS
+        if not current.any():
+            break  # every later magnitude is 0 too
+        while at < len(distances) and distances[at] == k:
+            out[:, at] = current
+            at += 1
+    return out
+
+
+def _distances(rmin: int, rmax: int) -> np.ndarray:
+    """(FRACTIONS, alphabet) distances |FRACTIONS * r - f| from the prediction, in 1/FRACTIONS of a symbol."""
+    return np.abs(FRACTIONS * np.arange(rmin, rmax + 1, dtype=np.int64)[None, :] - np.arange(FRACTIONS)[:, None])
+
+
 def residual_tables(q, rmin: int, rmax: int) -> np.ndarray:
     """Normalised float64 probabilities, shape (len(q), FRACTIONS, rmax - rmin + 1).
 
@@ -32,16 +65,33 @@ def residual_tables(q, rmin: int, rmax: int) -> np.ndarray:
     the integer it is counted from: P(r) ~ theta**|FRACTIONS * r - f| (a two-sided geometric
     distribution centred on the exact prediction). The frequencies are exact integers (TABLE_ONE *
     theta**k by repeated integer multiply-shift, floored at 1); dividing by their exact sum is
-    correctly rounded IEEE arithmetic."""
-    num = np.atleast_1d(theta_numerator(q))
-    longest = FRACTIONS * (max(-rmin, rmax, 0) + 1)
-    magnitudes = np.empty((len(num), longest + 1), dtype=np.int64)
-    magnitudes[:, 0] = TABLE_ONE
-    for k in range(1, longest + 1):
-        magnitudes[:, k] = (magnitudes[:, k - 1] * num) >> THETA_BITS
-    distance = np.abs(FRACTIONS * np.arange(rmin, rmax + 1)[None, :] - np.arange(FRACTIONS)[:, None])
-    freq = np.maximum(magnitudes, 1)[:, distance]
+    correctly rounded IEEE arithmetic. Only the distances the range needs are kept."""
+    distance = _distances(rmin, rmax)
+    needed, index = np.unique(distance, return_inverse=True)
+    freq = np.maximum(magnitude_columns(q, needed), 1)[:, index.reshape(distance.shape)]
     return freq / freq.sum(axis=2, keepdims=True)
+
+
+def tables_for_planes(decays: list, ranges: list) -> list[np.ndarray]:
+    """Format versions 2 and 3: each plane's tables, residual_tables(decays[i], *ranges[i]), with the
+    integer magnitudes computed once for the whole stream (one pass up to the largest distance any plane
+    needs, whatever the number of planes)."""
+    distances = [_distances(rmin, rmax) for rmin, rmax in ranges]
+    needed = np.unique(np.concatenate([d.ravel() for d in distances])) if distances else np.zeros(0, np.int64)
+    qs = np.unique(np.concatenate([np.atleast_1d(q) for q in decays])) if decays else np.zeros(0, np.int64)
+    columns = np.maximum(magnitude_columns(qs, needed), 1)
+    tables = []
+    for q, distance in zip(decays, distances):
+        rows = np.searchsorted(qs, np.atleast_1d(q))
+        freq = columns[rows][:, np.searchsorted(needed, distance)]
+        tables.append(freq / freq.sum(axis=2, keepdims=True))
+    return tables
+
+
+@functools.lru_cache(maxsize=2)
+def _all_decay_log_tables(rmin: int, rmax: int) -> np.ndarray:
+    """Encoder only: log2 of residual_tables for every decay byte, (256, FRACTIONS * alphabet)."""
+    return np.log2(residual_tables(np.arange(256), rmin, rmax)).reshape(256, -1)
 
 
 def decay_bytes(base: int, slope: int) -> np.ndarray:
@@ -56,7 +106,7 @@ def choose_decay(residuals: np.ndarray, fractions: np.ndarray, bins: np.ndarray,
     """Encoder only: the (base, slope) whose per-bin decay bytes minimise the ideal code length of one
     plane's residuals; returns (base, slope, bits)."""
     alphabet = rmax - rmin + 1
-    log_probs = np.log2(residual_tables(np.arange(256), rmin, rmax)).reshape(256, -1)  # (256, fractions * alphabet)
+    log_probs = _all_decay_log_tables(int(rmin), int(rmax))  # (256, fractions * alphabet)
     cells = (bins * FRACTIONS + fractions) * alphabet + residuals - rmin
     hist = np.bincount(cells, minlength=N_BINS * FRACTIONS * alphabet).reshape(N_BINS, -1)
     costs = -(log_probs @ hist.T)  # (256 decay bytes, bins)

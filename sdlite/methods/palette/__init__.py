@@ -26,6 +26,11 @@ _MICRO = 1_000_000  # the step is stored in millionths of a raw latent unit
 _PARAMS = struct.Struct(">IHB")  # step (micro-units), offset * 2, dither strength (percent)
 
 
+def _deflate_bound(size: int) -> int:
+    """zlib's worst case for `size` bytes (deflateBound, rounded up)."""
+    return size + size // 1000 + 64
+
+
 def encode(latents: np.ndarray, *, dither: float = DEFAULT_DITHER) -> Encoded:
     channels = latents.shape[0]
     if channels > MAX_CHANNELS:
@@ -66,7 +71,8 @@ METHOD = Method(
     encode=encode,
     decode=decode,
     options={"dither": float_option("dither", 0.0, 1.0)},
-    versions=(1, 2, 3),
+    versions=(1, 2, 3, 4),
     max_params=lambda shape: _PARAMS.size,
+    max_payload=lambda shape: _deflate_bound(1 + colours.PALETTE_SIZE * shape[0] + shape[1] * shape[2]),
     max_channels=MAX_CHANNELS,
 )
