@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sdlite.bundle import COMPONENTS  # one definition, shared with the runtime that reads bundles
 
-from .autoencoder_tiny import check_latent_space, is_autoencoder_tiny, wrappers
+from .autoencoder_tiny import check_latent_space, is_autoencoder_tiny, space_of_name, wrappers
 from .bundle import DEFAULT_OPSET, convert, install, seal, vae_downsample_factor, write_extras, write_manifest
 from .errors import ExportError, ValidationError
 from .sources import DEFAULT_MODEL, load_components, uncond_embedding
@@ -33,14 +33,19 @@ def _tiny_wrappers(vae, space):
     return wrappers(vae, space.scaling_factor, space.shift_factor)
 
 
-def resolve_latent_space(parts: dict, name: str | None, factor: int):
+def resolve_latent_space(parts: dict, name: str | None, factor: int, source: str | None = None):
     """The bundle's latent space: named by the caller, else read from the VAE's config (an AutoencoderKL
-    says its scaling factor), else for an AutoencoderTiny the pipeline's VAE's, else sd1. None: a space
-    sdlite does not know (streams then decode with this VAE only)."""
+    says its scaling factor), else for an AutoencoderTiny the pipeline's VAE's, else the one its name says
+    (madebyollin/taesdxl, a folder taesd3-diffusers: TINY_AUTOENCODERS), else sd1 for 4 channels. None: a
+    space sdlite does not know (streams then decode with this VAE only)."""
     from sdlite import latent_space as spaces
 
     vae = parts["vae"]
     tiny = is_autoencoder_tiny(vae)
+    if name is None and tiny and not parts.get("pipeline_vae_config"):
+        name = space_of_name(source)
+        if name is not None:
+            log.info("AutoencoderTiny %s: latent space %s (from its name)", source, name)
     if name is not None:
         try:
             space = spaces.by_name(name)
@@ -53,6 +58,10 @@ def resolve_latent_space(parts: dict, name: str | None, factor: int):
             space = spaces.from_config(int(config.get("latent_channels", 4)), factor, float(config.get("scaling_factor", 0.18215)),
                                        config.get("shift_factor"))
         if space is None:
+            if int(vae.config.latent_channels) != 4:
+                candidates = ", ".join(s.name for s in spaces.KNOWN if s.channels == int(vae.config.latent_channels)) or "none known"
+                raise ExportError(f"this AutoencoderTiny has {vae.config.latent_channels} latent channels and its name does not say its "
+                                  f"latent space; pass --latent-space ({candidates})")
             space = spaces.by_name("sd1")
             log.info("AutoencoderTiny: latent space %s assumed (pass --latent-space to name another)", space.describe())
     else:
@@ -127,7 +136,7 @@ def export_bundle(
         uncond = uncond_embedding(parts["text_encoder"], parts["tokenizer"])
         parts["uncond"] = uncond
     factor = vae_downsample_factor(parts["vae"])
-    space = resolve_latent_space(parts, latent_space, factor)
+    space = resolve_latent_space(parts, latent_space, factor, vae)
     if is_autoencoder_tiny(parts["vae"]):
         encoder, decoder = _tiny_wrappers(parts["vae"], space)
         parts["vae_reference"] = {"vae_encoder": encoder, "vae_decoder": decoder}

@@ -23,6 +23,21 @@ from .errors import ExportError
 LOGVAR = -30.0  # exp(-30) ~ 1e-13: a point distribution, as ../shared/models/taesd stores it
 
 
+TINY_AUTOENCODERS = {"taesd": "sd1", "taesdxl": "sdxl", "taesd3": "sd3", "taef1": "flux"}
+"""The TAE family's names (hub madebyollin/NAME, or a local folder NAME or NAME-diffusers) and the latent
+space each one was trained for."""
+
+
+def space_of_name(source: str | None) -> str | None:
+    """The latent space a TAE model's hub id or folder name implies (madebyollin/taesd3, .../taef1-diffusers), or None."""
+    if not source:
+        return None
+    name = Path(str(source).rstrip("/\\")).name.lower()
+    for suffix in ("-diffusers", "_diffusers"):
+        name = name.removesuffix(suffix)
+    return TINY_AUTOENCODERS.get(name)
+
+
 def is_autoencoder_tiny(vae) -> bool:
     return type(vae).__name__ == "AutoencoderTiny"
 

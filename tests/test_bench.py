@@ -263,10 +263,12 @@ def test_fuzzing_finds_nothing_outside_sdlite_errors():
     """A short run of the fuzzing benchmark (`python -m bench fuzz`); the published run has 100,000 cases."""
     from bench import fuzz
 
-    result = fuzz.run(300, seed=7)
+    result = fuzz.run(350, seed=7)
     assert result["findings"] == []
-    assert result["outcomes"].get("BitstreamError", 0) > 0 and result["outcomes"].get("decoded", 0) > 0
-    assert sum(result["outcomes"].values()) == 300
+    assert set(result["families"]) == set(fuzz.FAMILIES)  # every family of hostile input ran
+    assert result["outcomes"].get("BitstreamError", 0) > 0 and result["outcomes"].get("BundleError", 0) > 0
+    assert result["outcomes"].get("accepted", 0) > 0  # valid inputs among them still work
+    assert sum(result["outcomes"].values()) == 350
 
 
 def test_pipeline_benchmark_smoke(vaelight, tmp_path, photo):

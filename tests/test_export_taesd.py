@@ -1,5 +1,6 @@
-"""Exporting diffusers' AutoencoderTiny (TAESD) offline, from ../shared/models/taesd-diffusers (the hub's
-madebyollin/taesd layout), against the ONNX bundle ../shared/models/taesd."""
+"""Exporting diffusers' AutoencoderTiny (the TAE family: TAESD, TAESDXL, TAESD3, TAEF1) offline, from
+../shared/models/NAME-diffusers (the hub's madebyollin/NAME layout), against the ONNX bundles
+../shared/models/NAME."""
 
 import json
 
@@ -23,6 +24,33 @@ def taesd_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("taesd") / "taesd"
     export_bundle(out, vae=str(TAESD_DIFFUSERS), components=["vae_encoder", "vae_decoder"])
     return out
+
+
+@pytest.mark.parametrize("name,space,channels,scale", [("taesdxl", "sdxl", 4, 5.6), ("taesd3", "sd3", 16, 0.4), ("taef1", "flux", 16, 1.9)])
+def test_every_tae_space_exports_from_its_name_and_matches_its_reference(tmp_path, name, space, channels, scale):
+    """The latent space comes from the folder's name (as from madebyollin/NAME on the hub); the export
+    reproduces the reference bundle to 1e-4 and its streams name the space."""
+    import onnxruntime as ort
+
+    from export import export_bundle
+    from sdlite import compress, decompress, info, load_model
+
+    source, reference = SHARED / "models" / f"{name}-diffusers", SHARED / "models" / name
+    if not (source / "config.json").is_file() or not (reference / "vae_decoder" / "model.onnx").is_file():
+        pytest.skip(f"{name} folders absent: {source}, {reference}")
+    manifest = export_bundle(tmp_path / name, vae=str(source), components=["vae_encoder", "vae_decoder"])
+    assert manifest["latent_space"]["name"] == space and manifest["latent_channels"] == channels
+    rng = np.random.default_rng(1)
+    cases = {"vae_encoder": ("sample", rng.uniform(-1, 1, (1, 3, 48, 80))), "vae_decoder": ("latent_sample", rng.normal(0, scale, (1, channels, 6, 10)))}
+    for component, (input_name, value) in cases.items():
+        value = value.astype(np.float32)
+        ours = ort.InferenceSession(str(tmp_path / name / component / "model.onnx")).run(None, {input_name: value})[0]
+        theirs = ort.InferenceSession(str(reference / component / "model.onnx")).run(None, {input_name: value})[0]
+        assert ours.shape == theirs.shape and np.abs(ours - theirs).max() <= 1e-4, component
+    model = load_model(tmp_path / name)
+    photo = (rng.uniform(0, 255, (40, 56, 3))).astype(np.uint8)
+    data = compress(photo, model=model)
+    assert info(data)["latent_space"] == space and decompress(data, model=model).size == (56, 40)
 
 
 def test_exported_taesd_matches_the_reference_bundle(taesd_bundle):
@@ -75,10 +103,12 @@ def test_autoencoder_tiny_of_another_space_is_refused(tmp_path):
 
     from export import ExportError, export_bundle
 
-    folder = tmp_path / "taesd3"
+    folder = tmp_path / "tiny16"  # a name that does not say its space
     AutoencoderTiny(latent_channels=16, encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8)).save_pretrained(folder)
-    with pytest.raises(ExportError, match="16 latent channels but latent space sd1 has 4.*sd3, flux"):
+    with pytest.raises(ExportError, match="16 latent channels and its name does not say its latent space; pass --latent-space .sd3, flux"):
         export_bundle(tmp_path / "models" / "taesd3", vae=str(folder), components=["vae_encoder", "vae_decoder"])
+    with pytest.raises(ExportError, match="16 latent channels but latent space sd1 has 4.*sd3, flux"):
+        export_bundle(tmp_path / "models" / "taesd3", vae=str(folder), components=["vae_encoder", "vae_decoder"], latent_space="sd1")
     assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
     manifest = export_bundle(tmp_path / "models" / "ok", vae=str(folder), components=["vae_decoder"], latent_space="sd3")
     assert manifest["latent_space"]["name"] == "sd3" and manifest["latent_channels"] == 16

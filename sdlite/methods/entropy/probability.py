@@ -37,6 +37,7 @@ def magnitude_columns(q, distances) -> np.ndarray:
     distances = np.asarray(distances, dtype=np.int64)
     out = np.zeros((len(num), len(distances)), dtype=np.int64)
     current = np.full(len(num), TABLE_ONE, dtype=np.int64)
+    product = np.empty_like(current)
     at = 0
     while at < len(distances) and distances[at] == 0:
         out[:, at] = current
@@ -44,8 +45,9 @@ def magnitude_columns(q, distances) -> np.ndarray:
     k = 0
     while at < len(distances):
         k += 1
-        current = (current * num) >> THETA_BITS
-        if not current.any():
+        np.multiply(current, num, out=product)  # in place: the loop runs up to FRACTIONS * 32769 times
+        np.right_shift(product, THETA_BITS, out=current)
+        if k % 1024 == 0 and not current.any():
             break  # every later magnitude is 0 too
         while at < len(distances) and distances[at] == k:
             out[:, at] = current
