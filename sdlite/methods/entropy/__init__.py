@@ -8,9 +8,11 @@ Encoding a raw latent z of shape (C, h, w), one concern per module:
    detail bands.
 2. plan.py: symbols s = round((plane - mean) / step); means, steps and gains are integers in the
    stream; the encoder fits each plane's predictor and residual model (context.py, probability.py).
-3. coder.py: residuals range-coded front by front with constriction; params.py lays out the side
-   information.
-4. rate.py: quality 1..100 maps to the base step; target_bytes searches for it.
+3. coder.py: residuals range-coded with constriction, all planes of a group advancing together (a
+   diagonal over wavefronts inside blocks, context.py), with decoding cost bounded by the stream's
+   claims; params.py lays out the side information.
+4. rate.py: quality 1..100 maps to the base step (in coding units: the same meaning in every latent
+   space); target_bytes searches for it.
 
 Everything the decoder's model depends on is integer data from the stream and integer maths, so the
 decoder's probabilities are bit-identical on every machine and thread count.

@@ -5,7 +5,7 @@ Decoding cost is bounded by the stream's claims, not by its shape alone: from fo
 takes at most (fronts + planes - 1) coder steps, fronts <= 3 * context.BLOCK_SIDE, with the work of each
 step proportional to its symbols times the residual alphabet (params.MAX_DECODE_WORK bounds the sum),
 and tables built once per group. Streams of format versions 2 and 3, coded front by front and plane by
-plane, are refused when they would need more than LEGACY_MAX_CODER_CALLS sequential coder calls.
+plane, are refused when they would need more sequential coder calls than their payload justifies.
 A payload must hold what it codes: as soon as the decoded symbols' information exceeds the payload's
 bits (a coder reading past its end, an empty payload), decoding stops with BitstreamError; and after the
 last symbol, no more than one word may remain unread (constriction's decoder cannot tell one spare word
@@ -25,9 +25,13 @@ from .transform import group_shapes, group_steps, recompose
 
 CHUNK_ENTRIES = 1 << 21
 """Most table entries (symbols * alphabet) gathered for one coder call: bounds the memory of a call."""
-LEGACY_MAX_CODER_CALLS = 30_000
-"""Format versions 2 and 3: most sequential coder calls (fronts * planes) a stream may need (a 2048x2048
-image of 16 channels needs 24,448; a far-from-square shape inside max_pixels could need 500,000)."""
+LEGACY_FREE_CALLS = 12_500
+LEGACY_CALLS_PER_BYTE = 4
+"""Format versions 2 and 3 code front by front and plane by plane, one sequential coder call each (about
+0.1 ms): a stream may need at most LEGACY_FREE_CALLS + LEGACY_CALLS_PER_BYTE * its payload bytes. Every
+shape up to 2048x2048 with 4 channels (6,112 calls) or 1024x1024 with 16 (12,160) passes whatever its
+size; 2048x2048 with 16 channels (24,448) needs a payload of 3.1 kB; a far-from-square shape inside
+max_pixels (500,000 calls) is refused unless its payload is as large as that time."""
 _SLACK_BITS = 64  # the range coder's own overhead, in the payload-length check
 _MIN_PROBABILITY = 2.0**-24  # constriction never gives a symbol less than this
 
@@ -156,10 +160,11 @@ def decode_latents(params: Params, payload: bytes, shape: tuple[int, int, int]) 
 def _decode_legacy(params: Params, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     """Format versions 2 and 3: whole planes, front by front, plane by plane."""
     calls = sum(len(context.layout(*s[1:]).fronts) * s[0] for s in group_shapes(shape, params.levels))
-    if calls > LEGACY_MAX_CODER_CALLS:
+    allowed = LEGACY_FREE_CALLS + LEGACY_CALLS_PER_BYTE * len(payload)
+    if calls > allowed:
         raise BitstreamError(
             f"this format version {params.version} stream of latent shape {shape} needs {calls} sequential coder calls, over the "
-            f"limit of {LEGACY_MAX_CODER_CALLS} for streams of format versions 2 and 3 (format version 4 codes such shapes in blocks)"
+            f"{allowed} its {len(payload)} payload bytes justify (format version 4 codes such shapes in blocks)"
         )
     reader = _Reader(payload)
     tables = tables_for_planes([decay_bytes(p.decay_base, p.decay_slope) for p in params.planes], [(p.rmin, p.rmax) for p in params.planes])

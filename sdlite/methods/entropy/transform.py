@@ -14,7 +14,7 @@ import numpy as np
 
 LEVELS = (0, 1, 2)  # Haar decomposition levels the stream may use
 DEFAULT_LEVELS = 1  # two levels measured no better on VAElight + Kodak (BENCHMARKS.md)
-STEP_SCALE = 1024  # base step: uint16 in 1/1024 raw-latent units (1/1024 .. 64)
+STEP_SCALE = 1024  # base step: uint16 in 1/1024 coding units (1/1024 .. 64; sd1: raw-latent units; see channels.py)
 GAIN_SCALE = 16  # detail-band step multipliers: uint8 in 1/16 units
 DEFAULT_BAND_GAINS = (1.75, 1.3)  # finest details, next level: measured on VAElight + Kodak (BENCHMARKS.md)
 
