@@ -9,6 +9,8 @@ from PIL import Image
 
 import sdlite
 
+from .conftest import SHARED
+
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray not installed (pip install -e .[ray])")]
 
 
@@ -61,6 +63,26 @@ def test_latent_batches_round_trip_without_a_model(ray_cluster, vaelight):
     decoded = sorted(sdlite.ray.decompress_dataset(packed, output="latents").take_all(), key=lambda r: r["id"])
     for row in decoded:
         assert np.array_equal(row["latents"], sdlite.decompress_latents(rows[row["id"]]["sdz"])[0])
+
+
+def test_sd3_latent_caches_round_trip_on_ray(ray_cluster):
+    """16-channel latents (SD3's, the caches kept for training) through Ray, as through compress_latents."""
+    import sdlite.ray
+
+    taesd3 = SHARED / "models" / "taesd3"
+    if not (taesd3 / "vae_decoder" / "model.onnx").is_file():
+        pytest.skip(f"real-weights model absent: {taesd3}")
+    rng = np.random.default_rng(1)
+    latents = [(rng.normal(0, 0.4, (16, 12, 16)).cumsum(axis=2) / 3).astype(np.float16) for _ in range(3)]
+    ds = ray_cluster.data.from_items([{"id": i, "latents": z} for i, z in enumerate(latents)])
+    packed = sdlite.ray.compress_dataset(ds, model=str(taesd3), column="latents", kind="latents", quality=90).materialize()
+    rows = sorted(packed.take_all(), key=lambda r: r["id"])
+    for z, row in zip(latents, rows):
+        assert row["error"] == "" and sdlite.info(row["sdz"])["latent_space"] == "sd3"
+        assert row["sdz"] == sdlite.compress_latents(z.astype(np.float32), model=taesd3, quality=90)
+    decoded = sorted(sdlite.ray.decompress_dataset(packed, output="latents").take_all(), key=lambda r: r["id"])
+    for row in decoded:
+        assert row["latents"].shape == (16, 12, 16)
 
 
 def test_bad_rows_are_reported_not_raised(ray_cluster, vaelight):
