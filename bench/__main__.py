@@ -83,6 +83,8 @@ def main(argv=None) -> int:
     sr.add_argument("--scales", nargs="+", type=int, default=[8, 9, 10, 11, 12, 13, 14, 16], help="coded scale bytes (eighths)")
     sr.add_argument("--metric", choices=["lpips", "psnr"], default="lpips", help="judge by LPIPS-alex (generative decoders) or PSNR")
     sr.add_argument("--out", default="bench-out/scale-rule", help="output folder; results are cached there (default %(default)s)")
+    dc = sub.add_parser("decode-cost", help="the costliest known streams, each decoded in a fresh process: time and peak RSS")
+    dc.add_argument("--out", default="bench-out/decode-cost", help="output folder (default %(default)s)")
     z = sub.add_parser("fuzz", help="structure-aware fuzzing of the stream decoder (info + decompress_latents)")
     z.add_argument("--cases", type=int, default=10000, help="mutated streams to try (default %(default)s)")
     z.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
@@ -137,6 +139,11 @@ def main(argv=None) -> int:
             text = latent_stats.report_rule(table, latent_stats.rule_losses(table, cells, args.metric), args.metric)
             (out / "scale-rule.md").write_text(text + "\n")
             print(text)
+            return 0
+        if args.command == "decode-cost":
+            from . import decode_cost
+
+            print(decode_cost.run(Path(args.out)))
             return 0
         if args.command == "fuzz":
             from . import fuzz

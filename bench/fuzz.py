@@ -188,28 +188,37 @@ def extreme_shape(rng: np.random.Generator) -> tuple[str, bytes]:
     return f"shape {channels}x{latent_h}x{latent_w} space {space}", bitstream.pack(header, payload)
 
 
+def legacy_entropy_stream(channels: int, latent_h: int, latent_w: int, *, levels: int, rmin: int, rmax: int, decay=(255, 0),
+                          payload: bytes = b"\0\0\0\0", step: int = 1024, gains: bool = False, weights=None, space: int = 0) -> bytes:
+    """A format version 3 entropy stream in the old layout, every plane with the given header fields (as
+    an attacker writes one); weights: None for zeros, or a generator of int8 arrays."""
+    sizes = [s[0] for s in group_shapes((channels, latent_h, latent_w), levels)]
+    raw = bytearray(params.GLOBAL_V3.pack(levels, 28, 21, step, int(gains)))
+    for _ in range(sum(sizes)):
+        raw += params.PLANE_V3.pack(0, rmin, rmax, *decay)
+    for size in sizes:
+        for p in range(size):
+            raw += bytes(context.n_weights(p)) if weights is None else weights(context.n_weights(p)).tobytes()
+    if gains:
+        raw += bytes([128]) * sum(sizes)
+    packed = zlib.compress(bytes(raw), 6)
+    head = _HEAD.pack(bitstream.MAGIC, 3, 2, space, 8, 8, bytes(8), latent_w * 8, latent_h * 8, channels, latent_h, latent_w, len(packed))
+    return _recrc(head + packed + struct.pack(">I", len(payload)) + payload)
+
+
 def version_3_stream(rng: np.random.Generator) -> tuple[str, bytes]:
     """An old-layout (format version 3) entropy stream with hostile plane headers."""
     channels = int(rng.choice([1, 4, 16]))
     latent_h, latent_w = [(2, 2), (1, 300), (16, 16), (1, 65535)][int(rng.integers(4))]
     levels = int(rng.integers(3))
-    sizes = [s[0] for s in group_shapes((channels, latent_h, latent_w), levels)]
-    raw = bytearray(params.GLOBAL_V3.pack(levels, 28, 21, int(rng.integers(1, 65536)), int(rng.integers(2))))
     rmin = int(rng.choice([-32768, -4096, -100, -1, 0, 5, 32766]))
     width = int(rng.choice([1, 2, 100, 4095, 5000]))
-    for _ in range(sum(sizes)):
-        raw += params.PLANE_V3.pack(0, rmin, max(-32768, min(32767, rmin + width)), int(rng.integers(256)), int(rng.integers(32)))
-    for size in sizes:
-        for p in range(size):
-            raw += rng.integers(-128, 128, context.n_weights(p), dtype=np.int8).tobytes()
-    if raw[5]:
-        raw += bytes(int(rng.integers(1, 256)) for _ in range(sum(sizes)))
-    packed = zlib.compress(bytes(raw), 6)
     payload = rng.integers(0, 256, int(rng.integers(0, 16)) * 4, dtype=np.uint8).tobytes()
-    head = _HEAD.pack(bitstream.MAGIC, 3, 2, 1 if channels == 4 else 0, 8, 8, bytes(8), latent_w * 8, latent_h * 8, channels, latent_h,
-                      latent_w, len(packed))
-    body = head + packed + struct.pack(">I", len(payload)) + payload
-    return f"version 3 {channels}x{latent_h}x{latent_w} levels {levels} range {rmin}+{width}", _recrc(body)
+    data = legacy_entropy_stream(channels, latent_h, latent_w, levels=levels, rmin=rmin, rmax=max(-32768, min(32767, rmin + width)),
+                                 decay=(int(rng.integers(256)), int(rng.integers(32))), payload=payload, step=int(rng.integers(1, 65536)),
+                                 gains=bool(rng.integers(2)), weights=lambda n: rng.integers(-128, 128, n, dtype=np.int8),
+                                 space=1 if channels == 4 else 0)
+    return f"version 3 {channels}x{latent_h}x{latent_w} levels {levels} range {rmin}+{width}", data
 
 
 def _check_stream(data: bytes) -> None:

@@ -20,7 +20,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from sdlite import bitstream, images, load_model
 from sdlite import latent_space as spaces
@@ -119,7 +118,7 @@ def rule_losses(table: dict, cells: int, metric: str = "lpips", candidates=CANDI
 
 def report_rule(table: dict, losses: dict, metric: str) -> str:
     budgets = sorted(table)
-    lines = [f"| scale byte | " + " | ".join(f"{b} B" for b in budgets) + " |", "|---" * (len(budgets) + 1) + "|"]
+    lines = ["| scale byte | " + " | ".join(f"{b} B" for b in budgets) + " |", "|---" * (len(budgets) + 1) + "|"]
     for scale_byte in sorted(next(iter(table.values()))):
         cells = []
         for b in budgets:

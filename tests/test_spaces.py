@@ -1,7 +1,6 @@
 """Every latent space coded well (issue 18): channel transforms, per-space rules, round trips and rate control
 with each TAE model, the latent-space header's cross-checks, and choosing a bundle by rate."""
 
-import json
 import os
 
 import numpy as np
@@ -15,7 +14,7 @@ from sdlite.cli import main
 from sdlite.methods import entropy
 from sdlite.methods.entropy import channels, params
 
-from .conftest import KODAK, SHARED
+from .conftest import SHARED
 
 MODEL_ID = "0123012301230123"
 TAE = {"sd1": "taesd", "sdxl": "taesdxl", "sd3": "taesd3", "flux": "taef1"}

@@ -7,7 +7,6 @@ import os
 import shutil
 import stat
 import struct
-import sys
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -21,8 +20,9 @@ import sdlite.pillow
 from sdlite import (BitstreamError, BundleError, SdliteError, bitstream, compress, compress_latents, decompress,
                     decompress_latents, load_model)
 from sdlite.cli import OutputExists, main, write_atomic
-from sdlite.methods.entropy import coder, context, params, plan, probability
-from sdlite.methods.entropy.transform import group_shapes
+from sdlite.methods.entropy import coder, context, params, probability
+
+from bench.fuzz import legacy_entropy_stream
 
 from .fakes import FakeDecoder, fake_bundle, fake_sessions
 
@@ -52,24 +52,6 @@ def tiff_whose_second_frame_lacks_dimensions(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def _version3_stream(channels: int, latent_h: int, latent_w: int, *, levels: int, rmin: int, rmax: int, decay=(255, 0),
-                     payload: bytes = b"\0\0\0\0") -> bytes:
-    """A format version 3 entropy stream with chosen plane headers (the old layout, as an attacker writes it)."""
-    shape = (channels, latent_h, latent_w)
-    sizes = [s[0] for s in group_shapes(shape, levels)]
-    raw = bytearray(params.GLOBAL_V3.pack(levels, 28, 21, 1024, 0))
-    for _ in range(sum(sizes)):
-        raw += params.PLANE_V3.pack(0, rmin, rmax, *decay)
-    for size in sizes:
-        for p in range(size):
-            raw += bytes(context.n_weights(p))
-    packed = zlib.compress(bytes(raw), 9)
-    head = struct.pack(">4sBBBBB8sIIBHHH", bitstream.MAGIC, 3, 2, 0, 8, 8, bytes(8), latent_w * 8, latent_h * 8, channels, latent_h,
-                       latent_w, len(packed))
-    body = head + packed + struct.pack(">I", len(payload)) + payload
-    return body + struct.pack(">I", zlib.crc32(body))
-
-
 # --- 1. residual tables: one pass per stream, bounded --------------------------------------------------------
 def test_residual_tables_of_a_hostile_version_3_stream_take_one_bounded_pass(monkeypatch):
     passes = []
@@ -80,7 +62,7 @@ def test_residual_tables_of_a_hostile_version_3_stream_take_one_bounded_pass(mon
         return original(q, distances)
 
     monkeypatch.setattr(probability, "magnitude_columns", counted)
-    data = _version3_stream(4, 2, 2, levels=2, rmin=-32768, rmax=-32767)  # 28 planes far from 0: 0.8 s each before
+    data = legacy_entropy_stream(4, 2, 2, levels=2, rmin=-32768, rmax=-32767)  # 28 planes far from 0: 0.8 s each before
     assert len(data) < 100
     try:
         decompress_latents(data)
@@ -143,7 +125,7 @@ def test_payloads_must_hold_what_the_parameters_claim(monkeypatch):
 
 def test_a_version_3_stream_needing_too_many_coder_calls_is_refused(monkeypatch):
     calls = _count_coder_calls(monkeypatch)
-    data = _version3_stream(4, 1, 65535, levels=1, rmin=-1, rmax=1)
+    data = legacy_entropy_stream(4, 1, 65535, levels=1, rmin=-1, rmax=1)
     with pytest.raises(BitstreamError, match="sequential coder calls"):
         decompress_latents(data, max_pixels=None)
     assert calls == []
