@@ -1,7 +1,8 @@
 """onnxruntime sessions: provider choice, lazy creation, and a process-wide cache.
 
-Sessions are keyed by (model file, providers, thread count, session settings) so that every Model
-pointing at the same file shares one session. onnxruntime's InferenceSession.run is thread-safe.
+Sessions are keyed by (model file and its identity, providers, thread count, session settings) so that
+every Model pointing at the same file shares one session, and a file replaced in place (a re-export into
+the same folder) gets a new one. onnxruntime's InferenceSession.run is thread-safe.
 Creation is guarded by one lock per key, so a thread building a slow session does not hold up
 threads that want other sessions. Whether CUDA attached is checked on every request, cached or not,
 so a strict request after a lenient one of the same file still raises.
@@ -154,7 +155,13 @@ def cached_session(path: str, providers=None, *, threads: int | None = None, str
     """The shared session for (path, providers, threads, session settings), created on first use."""
     wanted = resolve_providers(providers)
     chosen = _settings_for(path, settings)
-    key = (os.path.realpath(path), tuple(map(str, wanted)), threads, tuple(sorted(chosen.items())))
+    try:
+        status = os.stat(path)
+        identity = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+    except OSError:
+        identity = None  # the build will say what is wrong with the path
+
+    key = (os.path.realpath(path), identity, tuple(map(str, wanted)), threads, tuple(sorted(chosen.items())))
     with _lock:
         session = _cache.get(key)
         key_lock = _key_locks.setdefault(key, threading.Lock())

@@ -1,3 +1,4 @@
+import os
 import warnings
 
 import numpy as np
@@ -122,3 +123,18 @@ def test_unet_sessions_skip_layout_rewrites(tiny_bundle):
     unet = sessions.cached_session(str(tiny_bundle / "unet" / "model.onnx"), ["CPUExecutionProvider"], threads=1)
     assert unet.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     assert unet.get_session_options().enable_cpu_mem_arena is True
+
+
+def test_a_model_file_replaced_in_place_gets_a_new_session(vaelight, tmp_path):
+    """A re-export into the same folder replaces the files: the cache must not hand out the old network."""
+    import shutil
+
+    path = tmp_path / "model.onnx"
+    shutil.copy(vaelight.path / "vae_decoder" / "model.onnx", path)
+    first = sessions.cached_session(str(path), ["CPUExecutionProvider"], threads=1)
+    assert sessions.cached_session(str(path), ["CPUExecutionProvider"], threads=1) is first
+    replacement = tmp_path / "new.onnx"
+    shutil.copy(vaelight.path / "vae_encoder" / "model.onnx", replacement)
+    os.replace(replacement, path)  # what installing a re-exported bundle does to each file
+    second = sessions.cached_session(str(path), ["CPUExecutionProvider"], threads=1)
+    assert second is not first and second.get_inputs()[0].name != first.get_inputs()[0].name
