@@ -274,6 +274,19 @@ def test_hostile_manifests_are_bundle_errors(tmp_path, name):
         load_model(folder)
 
 
+@pytest.mark.parametrize("field,value", [("latent_channels", "4"), ("latent_channels", 0), ("scaling_factor", [1]), ("shift_factor", "abc"),
+                                         ("block_out_channels", "abc"), ("block_out_channels", list(range(40))), ("latent_space", 3),
+                                         ("latent_space", "sd3"), ("downsample_factor", 10**9)])
+def test_hostile_config_json_of_a_folder_without_manifest_is_a_bundle_error(tmp_path, field, value):
+    folder = tmp_path / "optimum"
+    (folder / "vae_decoder").mkdir(parents=True)
+    (folder / "vae_decoder" / "model.onnx").write_bytes(b"graph")
+    config = {"latent_channels": 4, "scaling_factor": 0.18215, "block_out_channels": [1, 2, 3, 4], field: value}
+    (folder / "vae_decoder" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError):
+        load_model(folder)
+
+
 def test_deeply_nested_or_huge_manifests_are_bundle_errors(tmp_path):
     folder = _manifest_bundle(tmp_path)
     (folder / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
