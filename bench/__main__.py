@@ -83,6 +83,11 @@ def main(argv=None) -> int:
     sr.add_argument("--scales", nargs="+", type=int, default=[8, 9, 10, 11, 12, 13, 14, 16], help="coded scale bytes (eighths)")
     sr.add_argument("--metric", choices=["lpips", "psnr"], default="lpips", help="judge by LPIPS-alex (generative decoders) or PSNR")
     sr.add_argument("--out", default="bench-out/scale-rule", help="output folder; results are cached there (default %(default)s)")
+    cs = sub.add_parser("codec-speed", help="the latent codec alone on each model's real latents: times per budget, against the first model")
+    cs.add_argument("images", nargs="+", help="image files or folders")
+    cs.add_argument("--model", required=True, action="append", help="bundle path or name; repeat (the first is the yardstick)")
+    cs.add_argument("--budgets", nargs="+", type=int, default=[3500, 7000, 14700], help="stream sizes in bytes")
+    cs.add_argument("--out", default="bench-out/codec-speed", help="output folder (default %(default)s)")
     dc = sub.add_parser("decode-cost", help="the costliest known streams, each decoded in a fresh process: time and peak RSS")
     dc.add_argument("--out", default="bench-out/decode-cost", help="output folder (default %(default)s)")
     z = sub.add_parser("fuzz", help="structure-aware fuzzing of the stream decoder (info + decompress_latents)")
@@ -138,6 +143,14 @@ def main(argv=None) -> int:
             cells = -(-first.width // factor) * -(-first.height // factor)
             text = latent_stats.report_rule(table, latent_stats.rule_losses(table, cells, args.metric), args.metric)
             (out / "scale-rule.md").write_text(text + "\n")
+            print(text)
+            return 0
+        if args.command == "codec-speed":
+            from . import latent_stats
+
+            text = latent_stats.codec_speed(expand_inputs(args.images, IMAGE_SUFFIXES), args.model, args.budgets)
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "codec-speed.md").write_text(text + "\n")
             print(text)
             return 0
         if args.command == "decode-cost":

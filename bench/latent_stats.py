@@ -130,3 +130,38 @@ def report_rule(table: dict, losses: dict, metric: str) -> str:
     for candidate, values in losses.items():
         lines.append(f"| {candidate} | {np.mean(values):.4f} | {np.max(values):.4f} | {' '.join(f'{v:.3f}' for v in values)} |")
     return "\n".join(lines)
+
+
+def codec_speed(image_paths, models, budgets, repeats: int = 3) -> str:
+    """The codec maths alone (no network): compress_latents and decompress_latents of each model's real
+    latents of the images at each budget, best of `repeats`, means over the images; and each model's
+    time against the first model's (sd1's TAESD: 4 channels) at the same bytes."""
+    import time
+
+    from sdlite import compress_latents, decompress_latents
+
+    rows = {}
+    for model in models:
+        loaded = load_model(model)
+        latents = [_latents(loaded, images.load_rgb(p), bitstream.SCALE_UNIT) for p in image_paths]
+        for budget in budgets:
+            encode = decode = 0.0
+            for z in latents:
+                best_encode = best_decode = float("inf")
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    data = compress_latents(z, model=loaded, target_bytes=budget)
+                    best_encode = min(best_encode, time.perf_counter() - started)
+                    started = time.perf_counter()
+                    decompress_latents(data)
+                    best_decode = min(best_decode, time.perf_counter() - started)
+                encode += best_encode / len(latents)
+                decode += best_decode / len(latents)
+            rows[(loaded.path.name, budget)] = (loaded.latent_channels, encode, decode)
+    first = load_model(models[0]).path.name
+    lines = ["| model | channels | budget | encode | decode | encode / first | decode / first |", "|---|---|---|---|---|---|---|"]
+    for (name, budget), (channels_count, encode, decode) in rows.items():
+        base = rows[(first, budget)]
+        lines.append(f"| {name} | {channels_count} | {budget} B | {encode * 1000:.0f} ms | {decode * 1000:.0f} ms | "
+                     f"{encode / base[1]:.2f} | {decode / base[2]:.2f} |")
+    return "\n".join(lines)
