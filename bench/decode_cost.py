@@ -20,8 +20,9 @@ import numpy as np
 
 CASES = {
     "v4: 16x256x256 (2048x2048 sd3), every plane coded, table work at its 2^27 limit, symbols nearly free": "max_work",
-    "v4: 4x1x65535 (8x524,280 image), a flat latent with a little noise": "thin",
+    "v4: 4x1x65535 (8x524,280 image), every plane coded, table work at its limit, symbols nearly free": "thin",
     "v4: 4x65535x1 (524,280x8 image), the same standing up": "tall",
+    "v4: 4x1x65535, a real (random) latent at quality 50 (a large stream)": "thin_real",
     "v4: 16x256x256, every plane coded, empty payload": "empty_payload",
     "v3: 16x128x128 (12,160 coder calls, the most a tiny payload may ask for), symbols nearly free": "legacy_calls",
     "v3: 28 planes with residual ranges at -32768 (issue 19's 73-byte stream)": "legacy_ranges",
@@ -31,7 +32,7 @@ CASES = {
 }
 
 
-def _max_work_stream(empty_payload: bool = False) -> bytes:
+def _max_work_stream(empty_payload: bool = False, shape=(16, 256, 256), space: int = 3) -> bytes:
     import constriction
 
     from sdlite import bitstream
@@ -39,8 +40,9 @@ def _max_work_stream(empty_payload: bool = False) -> bytes:
     from sdlite.methods.entropy.coder import _group_tables
     from sdlite.methods.entropy.transform import group_shapes
 
-    shape = (16, 256, 256)
-    rmin, rmax = -64, 63
+    values = shape[0] * (shape[1] + 1) * (shape[2] + 1)
+    half = max(1, min(64, (params.MAX_DECODE_WORK // values) // 2))
+    rmin, rmax = -half, half - 1  # the widest alphabet the work limit allows
     sizes = [s[0] for s in group_shapes(shape, 1)]
     planes = [params.PlaneHeader(0, rmin, rmax, 0, 0) for _ in range(sum(sizes))]
     weights = [np.zeros(context.n_weights(p), np.int64) for size in sizes for p in range(size)]
@@ -60,7 +62,7 @@ def _max_work_stream(empty_payload: bool = False) -> bytes:
                 encoder.encode(np.full(n, -rmin, np.int32), family, np.repeat(tables[rows[0, 0], 0][None], n, axis=0))
             first += size
         payload = encoder.get_compressed().astype("<u4").tobytes()
-    header = bitstream.Header(2, "0" * 16, 2048, 2048, shape, 8, prm.pack(), latent_space=3)
+    header = bitstream.Header(2, "0" * 16, shape[2] * 8, shape[1] * 8, shape, 8, prm.pack(), latent_space=space)
     return bitstream.pack(header, payload)
 
 
@@ -71,10 +73,10 @@ def _stream(name: str) -> tuple[bytes, str]:
         return _max_work_stream(name == "empty_payload"), "latents"
     rng = np.random.default_rng(0)
     if name in ("thin", "tall"):
-        shape = (4, 1, 65535) if name == "thin" else (4, 65535, 1)
-        z = rng.normal(0, 0.05, shape).astype(np.float32)
-        size = (524280, 8) if name == "thin" else (8, 524280)
-        return compress_latents(z, model_id="0" * 16, latent_space="sd1", size=size, quality=20), "latents-large"
+        return _max_work_stream(shape=(4, 1, 65535) if name == "thin" else (4, 65535, 1), space=1), "latents-large"
+    if name == "thin_real":
+        z = (rng.normal(0, 3, (4, 1, 65535)).cumsum(axis=2) / 20).astype(np.float32)
+        return compress_latents(z, model_id="0" * 16, latent_space="sd1", size=(524280, 8)), "latents-large"
     if name in ("legacy_calls", "legacy_ranges", "legacy_thin"):
         from .fuzz import legacy_entropy_stream
 
