@@ -242,6 +242,8 @@ def _image_size(source: Path, max_pixels) -> tuple[int, int]:
     """An image's (width, height) from its header, without decoding it (--bpp, --model auto)."""
     from .images import load_rgb
 
+    if not source.is_file():  # a FIFO would block Image.open: the image loader names the problem
+        return load_rgb(source, max_pixels=max_pixels).shape[1::-1]
     try:
         with Image.open(source) as opened:
             return opened.size
