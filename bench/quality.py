@@ -146,7 +146,7 @@ def run(image_paths, *, model, out_dir, sweep_bpp=None, palette_fractions=None, 
     started = time.perf_counter()
     shown: dict[str, dict] = {}
     for index, path in enumerate(map(Path, image_paths), 1):
-        image = Image.open(path).convert("RGB")
+        image = Image.fromarray(images.load_rgb(path, max_pixels=None))  # EXIF-rotated, as compress sees it
         reference = np.asarray(image)
         pixels = image.width * image.height
         decoded_for_page: dict[str, np.ndarray] = {}

@@ -18,24 +18,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sdlite.tae import LOGVAR, TINY_AUTOENCODERS, space_of_name  # noqa: F401 - one definition, shared with the torch-free builder
+
 from .errors import ExportError
-
-LOGVAR = -30.0  # exp(-30) ~ 1e-13: a point distribution, as ../shared/models/taesd stores it
-
-
-TINY_AUTOENCODERS = {"taesd": "sd1", "taesdxl": "sdxl", "taesd3": "sd3", "taef1": "flux"}
-"""The TAE family's names (hub madebyollin/NAME, or a local folder NAME or NAME-diffusers) and the latent
-space each one was trained for."""
-
-
-def space_of_name(source: str | None) -> str | None:
-    """The latent space a TAE model's hub id or folder name implies (madebyollin/taesd3, .../taef1-diffusers), or None."""
-    if not source:
-        return None
-    name = Path(str(source).rstrip("/\\")).name.lower()
-    for suffix in ("-diffusers", "_diffusers"):
-        name = name.removesuffix(suffix)
-    return TINY_AUTOENCODERS.get(name)
 
 
 def is_autoencoder_tiny(vae) -> bool:

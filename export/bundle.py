@@ -6,24 +6,14 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import shutil
 import time
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from sdlite.bundle import (
-    BUNDLE_FORMAT,
-    MANIFEST,
-    MODEL_FILE,
-    SCHEDULER_CONFIG,
-    UNCOND_FILE,
-    component_digest,
-    component_files,
-    derive_model_id,
-    file_sha256,
-)
+from sdlite import manifest as manifests
+from sdlite.bundle import MODEL_FILE, SCHEDULER_CONFIG, UNCOND_FILE
 
 log = logging.getLogger("export")
 
@@ -105,28 +95,27 @@ def write_extras(parts: dict, folder: Path, uncond: np.ndarray | None) -> None:
         np.save(folder / UNCOND_FILE, uncond.astype(np.float32), allow_pickle=False)
 
 
+def vae_weights(vae):
+    """(name, float32 array) of every VAE parameter, for the weights model id (sdlite.manifest)."""
+    return [(name, tensor.detach().float().cpu().numpy()) for name, tensor in vae.state_dict().items()]
+
+
 def write_manifest(folder: Path, parts: dict, components: list[str], *, source: dict, opset: int, dtype: str, validation: dict,
                    space=None) -> dict:
-    files = {}
-    digests = {}
-    for name in components:
-        entries = []
-        for path in component_files(folder / name):
-            entries.append({"path": path.relative_to(folder).as_posix(), "sha256": file_sha256(path), "size": path.stat().st_size})
-        files[name] = {
-            "file": f"{name}/{MODEL_FILE}",
-            "files": entries,
-            "dtype": dtype if name == "unet" else "fp32",
-            "validation_max_abs_diff": validation.get(name),
-        }
-        digests[name] = component_digest([e["sha256"] for e in entries])
+    files = {
+        name: manifests.component_entry(folder, name, dtype=dtype if name == "unet" else "fp32",
+                                        validation_max_abs_diff=validation.get(name))
+        for name in components
+    }
     vae_config = parts["vae"].config
     tiny = type(parts["vae"]).__name__ == "AutoencoderTiny"
     scaling = space.scaling_factor if tiny else float(vae_config.scaling_factor)
     shift = space.shift_factor if tiny else getattr(vae_config, "shift_factor", None)
-    manifest = {
-        "bundle_format": BUNDLE_FORMAT,
-        "model_id": derive_model_id(digests.get("vae_encoder", "absent"), digests.get("vae_decoder", "absent")),
+    model_id = manifests.weights_model_id(vae_weights(parts["vae"]), space=space.name if space else None, scaling=scaling,
+                                          shift=shift)
+    return manifests.write(folder, {
+        "model_id": model_id,
+        "model_id_rule": "weights",
         "source": source,
         "components": files,
         "latent_space": space.to_manifest() if space else None,
@@ -139,44 +128,10 @@ def write_manifest(folder: Path, parts: dict, components: list[str], *, source: 
         "dtype": dtype,
         "uncond_embedding": UNCOND_FILE if "unet" in components else None,
         "scheduler": SCHEDULER_CONFIG if "scheduler" in parts else None,
-        "extra_files": [{"path": name, "sha256": file_sha256(folder / name), "size": (folder / name).stat().st_size}
-                        for name in (UNCOND_FILE, SCHEDULER_CONFIG) if (folder / name).is_file()],
+        "extra_files": manifests.extra_entries(folder, (UNCOND_FILE, SCHEDULER_CONFIG)),
         "exporter": _versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return manifest
+    })
 
 
-MODEL_FILE_MODE = 0o444
-"""Model files are written read-only: sdlite.verified trusts its hash records only for files nobody can
-write to (a shared mapping could change a writable file without changing its times)."""
-
-
-def seal(folder: Path) -> None:
-    """Ordinary permissions for a bundle (some writers create private files): folders 0755, the model
-    files of each component read-only (MODEL_FILE_MODE), everything else 0644."""
-    from sdlite.bundle import COMPONENTS, component_files
-
-    folder.chmod(0o755)
-    model_files = {p for c in COMPONENTS if (folder / c).is_dir() for p in component_files(folder / c)}
-    for path in folder.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else MODEL_FILE_MODE if path in model_files else 0o644)
-
-
-def install(staging: Path, output: Path, *, force: bool) -> None:
-    """Move the finished bundle into place; an existing one is replaced only after the new one is whole."""
-    backup = None
-    if output.exists():
-        backup = output.with_name(f".{output.name}.old")
-        if backup.exists():
-            shutil.rmtree(backup)
-        output.rename(backup)
-    try:
-        staging.rename(output)
-    except BaseException:
-        if backup is not None:
-            backup.rename(output)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+seal = manifests.seal
+install = manifests.install

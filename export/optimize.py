@@ -19,11 +19,16 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from sdlite import manifest as manifests
 
 from .cli_support import run_task
 from .errors import ExportError, ValidationError
@@ -160,13 +165,12 @@ def _check(original: Path, optimized: Path, dtype: str) -> float:
 
 
 def optimize_bundle(bundle, *, components=None, target: str = "cpu", keep_original: bool = False, progress=None) -> dict:
-    """Optimise the bundle's components in place and return the manifest. The original graphs are removed
-    once the optimised ones check out, unless keep_original (a full SD U-Net is 3.4 GB twice)."""
+    """Optimise the bundle's components and return the manifest. The work is done on a hard-linked copy that
+    replaces the bundle whole once every optimised graph checks out; the original graphs are then dropped
+    unless keep_original (a full SD U-Net is 3.4 GB twice)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from sdlite.bundle import MANIFEST, component_files, file_sha256, read_bundle
-
-    from .bundle import MODEL_FILE_MODE
+    from sdlite.bundle import MANIFEST, read_bundle
 
     if target not in TARGETS:
         raise ExportError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
@@ -179,6 +183,30 @@ def optimize_bundle(bundle, *, components=None, target: str = "cpu", keep_origin
         raise ExportError(f"{folder} is quantized ({info.quantization.get('method')}); optimise the float bundle, then quantize it")
     manifest = json.loads((folder / MANIFEST).read_text())
     wanted = [c for c in (components or sorted(info.components)) if c in info.components]
+    # Work on a copy (hard links: no bytes copied) and swap it in whole: a failure leaves the bundle as it was.
+    bundle_folder, folder = folder, Path(tempfile.mkdtemp(prefix=f".{folder.name}.optimizing-", dir=folder.parent))
+    try:
+        shutil.copytree(bundle_folder, folder, copy_function=_link_or_copy, dirs_exist_ok=True)
+        manifest = _optimize_components(folder, manifest, wanted, target, keep_original, progress, optimize_model)
+        manifests.seal(folder)
+        manifests.install(folder, bundle_folder)
+    finally:
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+    return manifest
+
+
+def _link_or_copy(source, target):
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _optimize_components(folder: Path, manifest: dict, wanted: list[str], target: str, keep_original: bool, progress,
+                         optimize_model) -> dict:
+    from sdlite.bundle import component_files, file_sha256
+
     done = {}
     for component in wanted:
         started = time.perf_counter()
@@ -208,7 +236,7 @@ def optimize_bundle(bundle, *, components=None, target: str = "cpu", keep_origin
         entry["file"] = f"{component}/{OPTIMIZED_FILE}"
         written = sorted(p for p in (folder / component).iterdir() if p.name.startswith(OPTIMIZED_FILE))
         for path in written:
-            path.chmod(MODEL_FILE_MODE)  # some writers create private files; model files are read-only (export.bundle.seal)
+            path.chmod(manifests.MODEL_FILE_MODE)  # some writers create private files; model files are read-only
         entry["files"] = [{"path": p.relative_to(folder).as_posix(), "sha256": file_sha256(p), "size": p.stat().st_size} for p in written]
         if not keep_original:
             for stale in component_files(folder / component):
@@ -218,8 +246,7 @@ def optimize_bundle(bundle, *, components=None, target: str = "cpu", keep_origin
         if progress:
             progress(component, "done", time.perf_counter() - started)
     manifest["optimization"] = {"tool": "onnxruntime.transformers.optimizer", "target": target, "components": done}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return manifest
+    return manifests.write(folder, manifest)
 
 
 def main(argv=None) -> int:

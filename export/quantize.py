@@ -20,7 +20,6 @@ full SD networks it cannot be measured here without real weights.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
@@ -151,22 +150,29 @@ def _quantize_file(source: Path, target: Path, feeds: list[dict], *, large: bool
 
 def _manifest(info, components_done: list[str], folder: Path, calibration: int, source_path: Path, keep_edges: int,
               calibration_method: str = DEFAULT_CALIBRATION) -> dict:
-    from sdlite.bundle import BUNDLE_FORMAT, MANIFEST, component_digest, component_files, derive_model_id, file_sha256
+    from sdlite import manifest as manifests
 
     old = dict(info.manifest or {})
+    old.pop("bundle_format", None)
+    old.pop("created", None)
     earlier = old.get("quantization") or {}  # quantizing an int8 bundle further: keep what was done and the float origin
-    files, digests = {}, {}
+    files = {}
     for name in sorted(info.components):
-        entries = [{"path": p.relative_to(folder).as_posix(), "sha256": file_sha256(p), "size": p.stat().st_size}
-                   for p in component_files(folder / name)]
         previous = (old.get("components") or {}).get(name, {})
-        files[name] = {"file": f"{name}/model.onnx", "files": entries, "dtype": "int8" if name in components_done else previous.get("dtype", "fp32"),
-                       "validation_max_abs_diff": None}
-        digests[name] = component_digest([e["sha256"] for e in entries])
+        if name in components_done:  # a new graph: model.onnx, whatever the source's file was called
+            files[name] = manifests.component_entry(folder, name, dtype="int8", validation_max_abs_diff=None)
+        else:  # unchanged: keep its file (an optimised graph keeps its name) and what the manifest said of it
+            files[name] = {**previous, "file": info.component_files[name]} if previous.get("files") else \
+                manifests.component_entry(folder, name, dtype="fp32", validation_max_abs_diff=None)
+    optimization = old.pop("optimization", None)
+    if optimization:  # quantized components are no longer the optimised graphs
+        kept = {c: v for c, v in (optimization.get("components") or {}).items() if c not in components_done}
+        if kept:
+            old["optimization"] = {**optimization, "components": kept}
     manifest = {
         **old,
-        "bundle_format": BUNDLE_FORMAT,
-        "model_id": derive_model_id(digests.get("vae_encoder", "absent"), digests.get("vae_decoder", "absent")),
+        "model_id": manifests.files_model_id(files),  # int8 weights compute another function: another id
+        "model_id_rule": "files",
         "components": files,
         "latent_space": info.latent_space.to_manifest() if info.latent_space else None,
         "scaling_factor": info.scaling_factor,
@@ -177,13 +183,11 @@ def _manifest(info, components_done: list[str], folder: Path, calibration: int, 
                          "calibration_images": calibration, "calibration_side": CALIBRATION_SIDE, "calibration_method": calibration_method,
                          "float_edge_convolutions": keep_edges,
                          "derived_from": earlier.get("derived_from", info.model_id), "source": earlier.get("source", str(source_path))},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     manifest.setdefault("source", {"kind": "local", "model": str(source_path), "revision": None, "vae": None})
     manifest.setdefault("uncond_embedding", "uncond.npy" if "unet" in info.components else None)
     manifest.setdefault("scheduler", "scheduler/scheduler_config.json" if (folder / "scheduler").is_dir() else None)
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return manifest
+    return manifests.write(folder, manifest)
 
 
 def quantize_bundle(bundle, output, *, images, components=None, max_images: int = MAX_CALIBRATION_IMAGES, force: bool = False,

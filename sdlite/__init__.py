@@ -1,8 +1,8 @@
 """sdlite: an image codec in Stable Diffusion's latent space, on onnxruntime + numpy + Pillow.
 
     from sdlite import compress, decompress
-    data = compress("photo.png", model="models/sd15")
-    image = decompress(data, model="models/sd15")
+    data = compress("photo.png", model="taesd")      # TAESD: fetched once (5-10 MB), built without torch
+    image = decompress(data, model="taesd")
 """
 
 from .bitstream import DEFAULT_MAX_PIXELS
@@ -18,6 +18,8 @@ from .errors import (
     SdliteError,
 )
 from .model import Model, load_model
+from .options import CompressOptions
+from .sessions import clear_cache
 
 __version__ = "0.1.0"
 
@@ -29,6 +31,8 @@ __all__ = [
     "info",
     "load_model",
     "Model",
+    "CompressOptions",
+    "clear_cache",
     "DEFAULT_MAX_PIXELS",
     "SdliteError",
     "InvalidImageError",

@@ -36,7 +36,9 @@ ENV_MODEL = "SDLITE_MODEL"
 ENV_MODELS_DIR = "SDLITE_MODELS_DIR"
 DEFAULT_MODELS_DIR = "models"
 EXPORT_HINT = (
-    "make one with `python -m export --vae madebyollin/taesd --components vae_encoder vae_decoder --output models/taesd` "
+    "use model='taesd' / --model taesd (or taesdxl, taesd3, taef1: fetched once, 5-10 MB, and built without torch), "
+    "a local AutoencoderTiny folder as the model, or make a bundle with "
+    "`python -m export --vae madebyollin/taesd --components vae_encoder vae_decoder --output models/taesd` "
     "(TAESD, 10 MB from the Hugging Face hub), `python -m export --output models/sd15` (SD 1.5, about 4 GB), "
     "`python -m export --model PATH --output models/NAME` for a local diffusers folder, or "
     "`python -m export --tiny --output models/tiny` (random weights, offline, for tests)"
@@ -96,8 +98,9 @@ def available_models(folder: Path | None = None) -> list[str]:
 
 
 def resolve_model_path(model: str | os.PathLike | None) -> Path:
-    """model: a bundle path, a bundle name under the models folder, or None ($SDLITE_MODEL, then the
-    only bundle in the models folder)."""
+    """model: a bundle path, a bundle name under the models folder, a TAE name (taesd, taesdxl, taesd3, taef1:
+    fetched and built once into the model cache, sdlite.fetch), a local AutoencoderTiny folder (built once into
+    the cache), or None ($SDLITE_MODEL, then the only bundle in the models folder)."""
     if model is None:
         model = os.environ.get(ENV_MODEL) or None
     if model is None:
@@ -115,6 +118,12 @@ def resolve_model_path(model: str | os.PathLike | None) -> Path:
     named = models_dir() / str(model)
     if named.is_dir() and is_bundle(named):
         return named
+    from . import fetch, tae
+
+    if path.is_dir() and tae.is_tae_folder(path):
+        return fetch.bundle_for_folder(path)
+    if not path.exists() and str(model) in tae.TINY_AUTOENCODERS:
+        return fetch.bundle_for_name(str(model))
     if path.is_dir():
         raise ModelNotFoundError(
             f"{path} is not a model bundle: it has neither {MANIFEST} nor vae_encoder/{MODEL_FILE} / vae_decoder/{MODEL_FILE}; {EXPORT_HINT}"

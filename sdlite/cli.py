@@ -21,17 +21,19 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import methods
-from .bitstream import DEFAULT_MAX_PIXELS, read_file, read_header_file, unpack
+from . import options as request_options
+from .bitstream import read_file, read_header_file, unpack
 from .bundle import AUTO_MODEL, choose_model, find_model
-from .codec import DECODER_MISMATCH, DEFAULT_EFFORT, DEFAULT_METHOD, EFFORTS, MAX_SEED, compress, decompress, describe, info
+from .codec import DECODER_MISMATCH, MAX_SEED, compress, decompress, describe, info
 from .errors import ModelNotFoundError, OptionError, SdliteError
 from .model import load_model
-from .resolution import AUTO, check_scale
+from .options import CompressOptions
 from .scheduler import DEFAULT_STEPS
-from .tiling import DEFAULT_TILE, check_tile
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+                  ".ppm": "PPM"}
+"""Decompressed images are written in the format their name asks for (an unknown extension is refused)."""
 SDZ_SUFFIX = ".sdz"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -138,14 +140,18 @@ def _progress(done: int, total: int, name: str, detail: str) -> None:
 
 
 def _run_batch(files, targets, work, args) -> int:
-    failures = done = 0
-    total_in = total_out = pixels = 0
+    failures = done = skipped = 0
+    total_in = total_out = pixels = compressed_bytes = 0
     started = time.perf_counter()
     try:
         for i, (source, target) in enumerate(zip(files, targets), 1):
             if target.exists() and not args.force:  # early skip; write_atomic makes the final check
+                if args.skip_existing:  # a resumed batch: an output that is there is done
+                    skipped += 1
+                    _progress(i, len(files), source.name, f"skipped: {target} exists")
+                    continue
                 failures += 1
-                _progress(i, len(files), source.name, f"skipped: {target} exists (use --force to replace it)")
+                _progress(i, len(files), source.name, f"skipped: {target} exists (use --force to replace it, --skip-existing to resume)")
                 continue
             t0 = time.perf_counter()
             try:
@@ -153,6 +159,10 @@ def _run_batch(files, targets, work, args) -> int:
                     warnings.simplefilter("always")
                     size_in, size_out, area, compressed = work(source, target)
             except OutputExists as exc:
+                if args.skip_existing:
+                    skipped += 1
+                    _progress(i, len(files), source.name, f"skipped: {exc}")
+                    continue
                 failures += 1
                 _progress(i, len(files), source.name, f"skipped: {exc}")
                 continue
@@ -170,22 +180,22 @@ def _run_batch(files, targets, work, args) -> int:
             total_in += size_in
             total_out += size_out
             pixels += area
+            compressed_bytes += compressed
             _progress(i, len(files), source.name,
                       f"{size_in} -> {size_out} bytes, {8 * compressed / area if area else 0:.4f} bpp, {time.perf_counter() - t0:.2f} s")
     except KeyboardInterrupt:
         sys.stderr.write(f"interrupted after {done} of {len(files)} files; no partial output was left\n")
         return EXIT_INTERRUPTED
     sys.stderr.write(
-        f"{done} of {len(files)} files, {total_in} -> {total_out} bytes, {time.perf_counter() - started:.1f} s"
-        + (f", {failures} failed or skipped" if failures else "") + "\n"
+        f"{done} of {len(files)} files, {total_in} -> {total_out} bytes"
+        + (f", {8 * compressed_bytes / pixels:.4f} bpp" if pixels else "") + f", {time.perf_counter() - started:.1f} s"
+        + (f", {skipped} already done" if skipped else "") + (f", {failures} failed or skipped" if failures else "") + "\n"
     )
     return EXIT_FAILED if failures else EXIT_OK
 
 
 def _check_common(args) -> None:
-    check_tile(args.tile)
-    if args.max_pixels is not None and args.max_pixels < 1:
-        raise OptionError(f"--max-pixels must be a positive integer, got {args.max_pixels}")
+    CompressOptions.from_keywords({"tile": args.tile, "max_pixels": args.max_pixels}, request_options.FLAGS)
     if args.threads is not None and args.threads < 1:
         raise OptionError(f"--threads must be a positive integer, got {args.threads}")
 
@@ -195,9 +205,7 @@ def _cmd_compress(args) -> int:
     if not files:
         raise OptionError("no input images found")
     _check_common(args)
-    methods.by_name(args.method).check_options(target_bytes=args.target_bytes, quality=args.quality)  # once, not per file
-    scale = AUTO if args.scale is None else args.scale
-    check_scale(scale)
+    request = CompressOptions.from_args(args)  # every option checked once, before any work
     if args.bpp is not None and not (isinstance(args.bpp, float) and 0 < args.bpp <= 24):
         raise OptionError(f"--bpp must be a number of bits per pixel above 0 and at most 24, got {args.bpp}")
     if args.bpp is not None and (args.target_bytes is not None or args.quality is not None):
@@ -209,7 +217,7 @@ def _cmd_compress(args) -> int:
     if args.ray is not None:
         if args.bpp is not None or automatic:
             raise OptionError(f"--bpp and --model {AUTO_MODEL} are not available with --ray; give --target-bytes and a model")
-        return _compress_on_ray(files, targets, args, scale)
+        return _compress_on_ray(files, targets, args, request)
     loaded: dict = {}
 
     def model_for(bpp: float | None):
@@ -226,12 +234,11 @@ def _cmd_compress(args) -> int:
         stats: dict = {}
         target_bytes = args.target_bytes
         if args.bpp is not None or automatic:
-            width, height = _image_size(source, args.max_pixels)
+            width, height = _image_size(source, request.max_pixels)
             if args.bpp is not None:
                 target_bytes = max(1, int(args.bpp * width * height / 8))
         model = model_for(args.bpp if args.bpp is not None else (8 * target_bytes / (width * height) if automatic else None))
-        data = compress(source, model=model, method=args.method, target_bytes=target_bytes, quality=args.quality,
-                        scale=scale, effort=args.effort, max_pixels=args.max_pixels, tile=args.tile, stats=stats)
+        data = compress(source, model=model, options=request.replace(target_bytes=target_bytes), stats=stats)
         write_atomic(target, lambda f: f.write(data), force=args.force)
         return source.stat().st_size, len(data), stats["width"] * stats["height"], len(data)
 
@@ -251,7 +258,7 @@ def _image_size(source: Path, max_pixels) -> tuple[int, int]:
         return load_rgb(source, max_pixels=max_pixels).shape[1::-1]
 
 
-def _compress_on_ray(files, targets, args, scale) -> int:
+def _compress_on_ray(files, targets, args, request: CompressOptions) -> int:
     """compress on Ray workers (sdlite.ray); this process writes the outputs as results arrive, in order."""
     try:
         from . import ray as on_ray
@@ -260,11 +267,9 @@ def _compress_on_ray(files, targets, args, scale) -> int:
     from .bundle import resolve_model_path
 
     model_path = str(resolve_model_path(args.model).resolve())  # workers load the bundle by path
-    options = {"method": args.method, "target_bytes": args.target_bytes, "quality": args.quality, "scale": scale, "effort": args.effort,
-               "tile": args.tile, "max_pixels": args.max_pixels, "providers": args.providers, "threads": args.threads}
     submitted = [f for f, t in zip(files, targets) if args.force or not t.exists()]
-    results = on_ray.compress_files(submitted, model=model_path, address=None if args.ray == "local" else args.ray,
-                                    **{k: v for k, v in options.items() if v is not None or k == "tile"})
+    results = on_ray.compress_files(submitted, model=model_path, address=None if args.ray == "local" else args.ray, options=request,
+                                    providers=args.providers, threads=args.threads)
     arrived: dict[str, tuple] = {}
 
     def work(source: Path, target: Path):
@@ -291,6 +296,9 @@ def _cmd_decompress(args) -> int:
     if args.steps < 1:
         raise OptionError(f"--steps must be at least 1, got {args.steps}")
     targets = _targets(files, args, ".png")
+    unknown = sorted({t.suffix or "(none)" for t in targets if t.suffix.lower() not in OUTPUT_FORMATS})
+    if unknown:
+        raise OptionError(f"cannot write images named {', '.join(unknown)}; name outputs with one of {', '.join(OUTPUT_FORMATS)}")
     preview = load_model(args.preview, providers=args.providers, threads=args.threads) if args.preview else None
     automatic = preview is None and args.model == AUTO_MODEL
     model = None if preview is not None or automatic else load_model(args.model, providers=args.providers, threads=args.threads)
@@ -308,7 +316,7 @@ def _cmd_decompress(args) -> int:
         image = decompress(data, model=chosen, preview=preview, decoder_mismatch=args.decoder_mismatch, denoise=args.denoise,
                            denoise_steps=args.steps, seed=args.seed, max_pixels=args.max_pixels, tile=args.tile)
         buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
+        image.save(buffer, format=OUTPUT_FORMATS[target.suffix.lower()])
         size = write_atomic(target, lambda f: f.write(buffer.getvalue()), force=args.force)
         return len(data), size, image.width * image.height, len(data)
 
@@ -351,40 +359,37 @@ def _cmd_info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sdlite", description="Image codec in Stable Diffusion's latent space.")
+    parser = argparse.ArgumentParser(prog="sdlite", description="Image codec in Stable Diffusion's latent space.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def verbose(p):  # -v also after the subcommand (SUPPRESS: absent there, the top-level value stands)
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log details")
+
     def common(p):
         p.add_argument("inputs", nargs="+", help="files or folders")
-        p.add_argument("--model", help="bundle path or name under models/ (default: $SDLITE_MODEL, else the only bundle in models/); "
-                       f"'{AUTO_MODEL}': compress uses the bundle in models/ whose latent space is best at the rate asked for, decompress the "
-                       "bundle in models/ that made each stream")
+        verbose(p)
+        p.add_argument("--model", help="bundle path or name under models/, a TAE name (taesd, taesdxl, taesd3, taef1: fetched once "
+                                       "and built without torch), or a local AutoencoderTiny folder (default: $SDLITE_MODEL, else "
+                                       f"the only bundle in models/); {AUTO_MODEL}: the bundle in models/ best at each image's rate")
         p.add_argument("--providers", nargs="+", help="onnxruntime providers, e.g. CPUExecutionProvider (default: CUDA if available, else CPU)")
         p.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
         out = p.add_mutually_exclusive_group()
         out.add_argument("-o", "--output", help="output file (one input only)")
         out.add_argument("--out-dir", help="folder for outputs (default: beside each input)")
-        p.add_argument("--force", action="store_true", help="replace existing outputs")
-        p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="CELLS",
-                       help=f"run the networks by overlapping tiles of this many latent cells a side on larger images (default {DEFAULT_TILE})")
-        p.add_argument("--no-tile", dest="tile", action="store_const", const=None, help="never tile (needs more memory on large images)")
-        p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                       help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS})")
+        existing = p.add_mutually_exclusive_group()
+        existing.add_argument("--force", action="store_true", help="replace existing outputs")
+        existing.add_argument("--skip-existing", action="store_true", help="leave existing outputs as they are and count them done (resume a batch)")
 
     c = sub.add_parser("compress", help="images -> .sdz")
     common(c)
-    c.add_argument("--method", choices=methods.names(), default=DEFAULT_METHOD, help=f"codec method (default {DEFAULT_METHOD})")
-    c.add_argument("--target-bytes", type=int, help="size budget per image (method entropy)")
+    request_options.add_arguments(c)
     c.add_argument("--bpp", type=float, help="size budget per image in bits per pixel (method entropy)")
-    c.add_argument("--quality", type=int, help="1..100, larger is bigger and better (method entropy)")
-    c.add_argument("--scale", type=float, help="code the image this many times smaller per side, 1..4 (default: automatic by budget)")
     c.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="compress on Ray workers: a local cluster, or the one at ADDRESS (needs pip install 'sdlite[ray]')")
-    c.add_argument("--effort", type=int, default=DEFAULT_EFFORT, choices=EFFORTS,
-                   help=f"1: code once; 2: decode candidates and keep the closest (reconstruction gains); 3: also try nearby coded scales (default {DEFAULT_EFFORT})")
-    d = sub.add_parser("decompress", help=".sdz -> PNG")
+    d = sub.add_parser("decompress", help=".sdz -> PNG (or the format -o names: .jpg, .webp, ...)")
     common(d)
+    request_options.add_arguments(d, compress=False)
     d.add_argument("--preview", metavar="MODEL", help="decode with this small decoder of the stream's latent space, no U-Net (e.g. a TAESD bundle)")
     d.add_argument("--decoder-mismatch", choices=DECODER_MISMATCH, default="error",
                    help="allow: decode with --model although another model of the same latent space encoded the stream (default error)")
@@ -393,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="noise seed for denoising (default 0)")
     i = sub.add_parser("info", help="print .sdz headers (no model needed) and model bundles (id, latent space, dtypes, quantization) as JSON lines")
     i.add_argument("inputs", nargs="+")
+    verbose(i)
     return parser
 
 
@@ -402,6 +408,8 @@ def main(argv=None) -> int:
     except SystemExit as exc:  # argparse exits on --help (0) and on bad usage (2)
         return int(exc.code or 0)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger("sdlite").setLevel(logging.INFO if args.verbose else logging.WARNING)  # also where logging was set up before
+    logging.getLogger("sdlite.progress").setLevel(logging.INFO)  # first-use work and long single images, shown without -v
     commands = {"compress": _cmd_compress, "decompress": _cmd_decompress, "info": _cmd_info}
     try:
         return commands[args.command](args)

@@ -14,13 +14,13 @@ from . import bitstream, images, methods
 from . import latent_space as spaces
 from .errors import ModelMismatchError, OptionError
 from .model import Model, load_model
-from .resolution import AUTO, MAX_AUTO_SCALE, check_scale, choose_scale, scale_byte
+from .options import DEFAULT_EFFORT, DEFAULT_METHOD, EFFORTS, CompressOptions  # noqa: F401 - EFFORTS: part of codec's surface
+from .resolution import AUTO, MAX_AUTO_SCALE, choose_scale, scale_byte
 from .scheduler import DEFAULT_STEPS, DEFAULT_STRENGTH
 from .tiling import DEFAULT_TILE
 
 log = logging.getLogger("sdlite")
 
-DEFAULT_METHOD = "entropy"  # beats the palette at its bytes on every metric (BENCHMARKS.md)
 DECODER_MISMATCH = ("error", "allow")
 MAX_SEED = 2**63 - 1
 _warned_pairs: set[tuple[str, str]] = set()
@@ -33,9 +33,9 @@ def _check_seed(seed) -> int:
     return int(seed)
 
 
-def _encode_latents(array, method, *, dither, target_bytes, quality, latent_space=None):
-    spec = methods.by_name(method)
-    options = spec.check_options(dither=dither, target_bytes=target_bytes, quality=quality)
+def _encode_latents(array, request: CompressOptions, latent_space=None):
+    spec = request.spec
+    options = request.method_options()
     if "target_bytes" in options:
         options["overhead"] = bitstream.CONTAINER_OVERHEAD
     return spec, spec.encode(array, **options, **spec.context(latent_space))
@@ -79,6 +79,7 @@ def compress_latents(
     divide by it first). The stream needs a model id: pass `model` (bundle or Model), or `model_id` (16
     hex characters) with `latent_space` (e.g. "sd1", so that any decoder of that space may read it).
     size: the (width, height) the stream reports (default: latent size * downsample_factor)."""
+    request = CompressOptions(method=method, dither=dither, target_bytes=target_bytes, quality=quality)
     array = _check_latents(latents)
     space = None
     if model_id is None:
@@ -98,7 +99,7 @@ def compress_latents(
         raise OptionError(f"downsample_factor must be an integer from 1 to {bitstream.MAX_FACTOR}, got {downsample_factor!r}")
     _, latent_h, latent_w = array.shape
     width, height = size or (latent_w * downsample_factor, latent_h * downsample_factor)
-    spec, encoded = _encode_latents(array, method, dither=dither, target_bytes=target_bytes, quality=quality, latent_space=space)
+    spec, encoded = _encode_latents(array, request, latent_space=space)
     header = bitstream.Header(spec.id, model_id, width, height, array.shape, downsample_factor, encoded.params, latent_space=space_id)
     try:
         bitstream.validate_geometry(header, max_pixels=None)
@@ -110,17 +111,24 @@ def compress_latents(
     return data
 
 
-EFFORTS = (1, 2, 3)
-DEFAULT_EFFORT = 1
-"""1: no decoder pass. 2: decode the stream with and without reconstruction gains, keep the one closer
-to the image. 3: also try the coded scales next to the rule's. Costs: BENCHMARKS.md."""
 _EFFORT_SCALE_STEP = 2  # effort 3 tries the rule's scale -+ 2/8
 
 
-def _check_effort(effort) -> int:
-    if isinstance(effort, bool) or not isinstance(effort, (int, np.integer)) or effort not in EFFORTS:
-        raise OptionError(f"effort must be one of {', '.join(map(str, EFFORTS))}, got {effort!r}")
-    return int(effort)
+_REQUEST_DEFAULTS = {f: getattr(CompressOptions, f) for f in ("method", "dither", "target_bytes", "quality", "scale", "effort",
+                                                                 "max_pixels", "tile")}
+
+
+def _request(options: CompressOptions | None, **given) -> CompressOptions:
+    """The checked request: `options` when given (then the separate keywords must be left alone), else one
+    built from the keywords."""
+    if options is None:
+        return CompressOptions(**given)
+    if not isinstance(options, CompressOptions):
+        raise OptionError(f"options must be a sdlite.CompressOptions, got {type(options).__name__}")
+    changed = [k for k, v in given.items() if v != _REQUEST_DEFAULTS[k]]
+    if changed:
+        raise OptionError(f"pass options= or separate options, not both (also given: {', '.join(changed)})")
+    return options
 
 
 def _psnr(reference: np.ndarray, image: Image.Image) -> float:
@@ -133,11 +141,12 @@ def full_size_latents(rgb: np.ndarray, loaded: Model, *, tile: int | None = DEFA
     return loaded.encode(images.to_tensor(images.pad_to_multiple(rgb, loaded.downsample_factor)), tile=tile)[0]
 
 
-def compress_rgb(rgb: np.ndarray, loaded: Model, spec, *, dither=None, target_bytes=None, quality=None, scale=AUTO,
-                 effort: int = DEFAULT_EFFORT, tile: int | None = DEFAULT_TILE, full_latents: np.ndarray | None = None):
-    """compress() after its checks: an RGB uint8 array with a loaded model and method -> (stream, scale
-    byte, Encoded). full_latents: the encoder's full-size latents when the caller already has them (a
+def compress_rgb(rgb: np.ndarray, loaded: Model, request: CompressOptions, *, full_latents: np.ndarray | None = None):
+    """compress() after its checks: an RGB uint8 array with a loaded model and a checked request -> (stream,
+    scale byte, Encoded). full_latents: the encoder's full-size latents when the caller already has them (a
     batched encoder call, see sdlite.ray)."""
+    spec, scale, effort, tile = request.spec, request.scale, request.effort, request.tile
+    quality, target_bytes = request.quality, request.target_bytes
     height, width = rgb.shape[:2]
     latents_at: dict[int, np.ndarray] = {} if full_latents is None else {bitstream.SCALE_UNIT: full_latents}
 
@@ -161,7 +170,7 @@ def compress_rgb(rgb: np.ndarray, loaded: Model, spec, *, dither=None, target_by
     if effort >= 3 and scale == AUTO and spec.encode_variants is not None:
         candidates += [s for s in (chosen - _EFFORT_SCALE_STEP, chosen + _EFFORT_SCALE_STEP)
                        if bitstream.SCALE_UNIT <= s <= int(MAX_AUTO_SCALE * bitstream.SCALE_UNIT)]
-    options = spec.check_options(dither=dither, target_bytes=target_bytes, quality=quality)
+    options = spec.check_options(**{**request.method_options(), "quality": quality, "target_bytes": target_bytes})
     if "target_bytes" in options:
         options["overhead"] = bitstream.CONTAINER_OVERHEAD
     options.update(spec.context(space))
@@ -202,6 +211,7 @@ def compress(
     providers=None,
     threads: int | None = None,
     stats: dict | None = None,
+    options: CompressOptions | None = None,
 ) -> bytes:
     """Compress an image (PIL image, uint8/uint16 array, path, or image-file bytes) to .sdz bytes.
 
@@ -214,18 +224,16 @@ def compress(
     and keep the one closest to the image (PSNR): 2 chooses reconstruction gains, 3 also the coded
     scale. stats: pass a dict to receive figures such as the scale and the count of clipped latents.
     tile: images over this many latent cells a side (DEFAULT_TILE: 768 px with SD) are encoded by
-    overlapping tiles, which bounds memory; None never tiles."""
+    overlapping tiles, which bounds memory; None never tiles. options: a CompressOptions built before
+    (sdlite.options), instead of the separate keywords above."""
     started = time.perf_counter()
-    spec = methods.by_name(method)
-    spec.check_options(dither=dither, target_bytes=target_bytes, quality=quality)  # every option error before any work
-    check_scale(scale)
-    effort = _check_effort(effort)
+    request = _request(options, method=method, dither=dither, target_bytes=target_bytes, quality=quality, scale=scale,
+                       effort=effort, max_pixels=max_pixels, tile=tile)
     loaded = load_model(model, providers=providers, threads=threads)
-    if effort > 1 and spec.encode_variants is not None and "vae_decoder" not in loaded.components:
-        raise OptionError(f"effort {effort} decodes candidate streams, but bundle {loaded.path} has no vae_decoder; use effort=1")
-    rgb = images.load_rgb(image, max_pixels=max_pixels)
-    data, chosen, encoded = compress_rgb(rgb, loaded, spec, dither=dither, target_bytes=target_bytes, quality=quality, scale=scale,
-                                         effort=effort, tile=tile)
+    request.for_model(loaded)
+    rgb = images.load_rgb(image, max_pixels=request.max_pixels)
+    data, chosen, encoded = compress_rgb(rgb, loaded, request)
+    effort = request.effort
     height, width = rgb.shape[:2]
     log.info("compressed %dx%d to %d bytes (scale %g, effort %d) in %.2f s", width, height, len(data), chosen / bitstream.SCALE_UNIT,
              effort, time.perf_counter() - started)

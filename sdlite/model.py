@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import sessions
-from .sessions import check_settings
+from .sessions import cached, check_settings, file_identity
 from .bundle import (EXPORT_HINT, MODEL_FILE, ONNX_DTYPES, SCHEDULER_CONFIG, UNCOND_FILE, check_extra, check_files, read_bundle,
                      read_json, resolve_model_path)
 from .errors import BundleError, ModelNotFoundError, OptionError, SdliteError
@@ -138,7 +138,7 @@ class Model:
         outputs = [o.name for o in session.get_outputs()]
         wanted = "latent_parameters" if "latent_parameters" in outputs else outputs[0]
 
-        def run(piece):
+        def encoder(piece):
             (params,) = _run(session, "vae_encoder", [wanted], {name: piece.astype(np.float32)})
             batch, _, height, width = piece.shape
             params = _checked(params, "vae_encoder", (batch, None, height // self.downsample_factor, width // self.downsample_factor))
@@ -146,7 +146,7 @@ class Model:
                 raise SdliteError(f"the vae_encoder returned {params.shape[1]} channels, the bundle declares {self.latent_channels} latent channels")
             return params[:, : self.latent_channels]
 
-        return run_tiled(run, pixels, cell_in=self.downsample_factor, cell_out=1, tile=tile)
+        return run_tiled(encoder, pixels, cell_in=self.downsample_factor, cell_out=1, tile=tile)
 
     def decode(self, latents: np.ndarray, *, tile: int | None = DEFAULT_TILE) -> np.ndarray:
         """Raw latents (1, C, h, w) -> (1, 3, h*f, w*f) float32 in about [-1, 1]. Latents over `tile`
@@ -155,12 +155,12 @@ class Model:
         session = self.session("vae_decoder")
         name = session.get_inputs()[0].name
 
-        def run(piece):
+        def decoder(piece):
             (sample,) = _run(session, "vae_decoder", [session.get_outputs()[0].name], {name: piece.astype(np.float32)})
             batch, _, height, width = piece.shape
             return _checked(sample, "vae_decoder", (batch, 3, height * self.downsample_factor, width * self.downsample_factor))
 
-        return run_tiled(run, latents, cell_in=1, cell_out=self.downsample_factor, tile=tile)
+        return run_tiled(decoder, latents, cell_in=1, cell_out=self.downsample_factor, tile=tile)
 
     @property
     def uncond_embedding(self) -> np.ndarray:
@@ -221,29 +221,27 @@ class Model:
         text_name = "encoder_hidden_states" if "encoder_hidden_states" in names else names[-1]
         for i, t in enumerate(timesteps):
 
-            def predict_noise(piece, t=t):
+            def unet(piece, t=t):
                 feed = feed_inputs(session, {names[0]: piece, "timestep": np.array(t, dtype=np.float32), text_name: self.uncond_embedding})
                 (output,) = _run(session, "unet", [session.get_outputs()[0].name], feed)
                 return _checked(output, "unet", piece.shape)
 
-            output = run_tiled(predict_noise, sample, cell_in=1, cell_out=1, tile=tile, multiple=multiple)
+            output = run_tiled(unet, sample, cell_in=1, cell_out=1, tile=tile, multiple=multiple)
             t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
             sample = self.scheduler.step(output, t, t_prev, sample)
+            sessions.progress_log.info("U-Net step %d of %d", i + 1, len(timesteps))
             if progress:
                 progress(i + 1, len(timesteps))
         return (sample[..., :height, :width] / self.scaling_factor + shift).astype(np.float32)
 
 
-_loaded: dict[tuple, Model] = {}
-_loaded_lock = threading.Lock()
-
-
 def load_model(model=None, *, providers=None, threads: int | None = None, strict: bool = False, sessions=None,
                verify: bool = True, session_settings: dict | None = None) -> Model:
     """A Model from a Model (returned as is), a bundle path or name, or None (see
-    sdlite.bundle.resolve_model_path). Loaded models are cached per (path, providers, threads, strict,
-    verify, session_settings), so repeated calls reuse sessions; a re-export of the same path is loaded
-    afresh. session_settings: onnxruntime session settings over sdlite's defaults (see Model)."""
+    sdlite.bundle.resolve_model_path). Loaded models live in sdlite.sessions' one cache, keyed by the
+    bundle's path and its manifest's identity (a re-export into the same folder is loaded afresh),
+    providers, threads, strict, verify and session_settings; sdlite.clear_cache() empties it.
+    session_settings: onnxruntime session settings over sdlite's defaults (see Model)."""
     if isinstance(model, Model):
         return model
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -256,8 +254,6 @@ def load_model(model=None, *, providers=None, threads: int | None = None, strict
     if not marker.is_file():
         marker = path / "vae_encoder" / MODEL_FILE
     settings = check_settings(session_settings)
-    key = (str(path.resolve()), marker.stat().st_mtime_ns, repr(providers), threads, strict, verify, tuple(sorted((settings or {}).items())))
-    with _loaded_lock:
-        if key not in _loaded:
-            _loaded[key] = Model(path, providers=providers, threads=threads, strict=strict, verify=verify, session_settings=settings)
-        return _loaded[key]
+    key = ("model", str(path.resolve()), file_identity(marker), repr(providers), threads, strict, verify,
+           tuple(sorted((settings or {}).items())))
+    return cached(key, lambda: Model(path, providers=providers, threads=threads, strict=strict, verify=verify, session_settings=settings))

@@ -30,6 +30,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .bitstream import DEFAULT_MAX_PIXELS, MAGIC, read_stream
 from .codec import compress, decompress, info
+from .options import CompressOptions
 from .errors import BitstreamError, ModelNotFoundError, OptionError, SdliteError
 from .model import Model, load_model
 
@@ -115,10 +116,10 @@ class SdzImageFile(ImageFile.ImageFile):
             except SdliteError as exc:
                 raise SdzDecodeError(f"cannot decode SDZ image: {exc}") from None
             self._decoded = True
-            if self.fp and self._exclusive_fp:
+            if self.fp and getattr(self, "_exclusive_fp", False):  # Pillow opened the file: the stream is read, close it
                 self.fp.close()
             self.fp = io.BytesIO(picture.tobytes())
-            self.tile = [ImageFile._Tile("raw", (0, 0) + self.size, 0, ("RGB", 0, 1))]
+            self.tile = [("raw", (0, 0) + self.size, 0, ("RGB", 0, 1))]  # the tuple form every Pillow from the floor up reads
         return super().load()
 
     def load_seek(self, pos: int) -> None:  # the pixels come from memory, not from the file
@@ -126,10 +127,9 @@ class SdzImageFile(ImageFile.ImageFile):
 
 
 def _compressed(im: Image.Image, params: dict) -> bytes:
-    options = {key: params[key] for key in SAVE_OPTIONS if key in params}
-    model = _current_model(options.pop("model", None))
     try:
-        return compress(im, model=model, **options)
+        request = CompressOptions.from_keywords(params)  # every option checked before the model loads
+        return compress(im, model=_current_model(params.get("model")), options=request)
     except SdliteError as exc:
         raise OSError(f"cannot write SDZ image: {exc}") from exc
 
@@ -163,7 +163,7 @@ def _compress_first(save):
         if _is_sdz(fp, format) and _PREPARED not in params:
             if params.get("save_all") and (getattr(self, "n_frames", 1) > 1 or params.get("append_images")):
                 raise OSError("cannot write SDZ image: an SDZ file holds one image; save the frames one by one")
-            params = {**params, _PREPARED: _compressed(self, {**getattr(self, "encoderinfo", {}), **params})}
+            params = {**params, _PREPARED: _compressed(self, params)}  # this call's options (older Pillow keeps stale encoderinfo)
         return save(self, fp, format, **params)
 
     wrapper._sdlite_compress_first = True

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import bitstream, images, methods
-from .codec import DEFAULT_EFFORT, DEFAULT_METHOD, _check_effort, compress_latents, compress_rgb, decompress, decompress_latents, full_size_latents
+from . import bitstream, images
+from .codec import compress_latents, compress_rgb, decompress, decompress_latents, full_size_latents
 from .errors import OptionError, SdliteError
 from .model import load_model
-from .resolution import AUTO, check_scale
-from .tiling import DEFAULT_TILE
+from .options import CompressOptions
 
 __all__ = ["compress_dataset", "decompress_dataset", "DEFAULT_BATCH_SIZE"]
 
@@ -43,15 +42,10 @@ def _rows(batch: dict) -> int:
 class _Compressor:
     """A Ray Data callable class: one model per actor, reused for every batch."""
 
-    def __init__(self, model, column, kind, options, load_options):
+    def __init__(self, model, column, kind, request: CompressOptions, load_options):
         self.model = load_model(model, **load_options)
-        self.column, self.kind, self.options = column, kind, dict(options)
-        self.spec = methods.by_name(self.options.pop("method", DEFAULT_METHOD))
-        self.effort = self.options.pop("effort", DEFAULT_EFFORT)
-        self.scale = self.options.pop("scale", AUTO)
-        self.tile = self.options.pop("tile", DEFAULT_TILE)
-        self.max_pixels = self.options.pop("max_pixels", bitstream.DEFAULT_MAX_PIXELS)
-        self.spec.check_options(**self.options)
+        self.column, self.kind, self.request = column, kind, request.for_model(self.model)
+        self.tile = request.tile
 
     def __call__(self, batch: dict) -> dict:
         values = list(batch[self.column])
@@ -60,7 +54,8 @@ class _Compressor:
         if self.kind == "latents":
             for i, latents in enumerate(values):
                 try:
-                    out[i] = compress_latents(np.asarray(latents, dtype=np.float32), model=self.model, method=self.spec.name, **self.options)
+                    out[i] = compress_latents(np.asarray(latents, dtype=np.float32), model=self.model, method=self.request.method,
+                                              **self.request.method_options())
                 except Exception as exc:  # one bad row never fails the batch: it gets its error
                     errors[i] = _reason(exc)
         else:
@@ -71,7 +66,7 @@ class _Compressor:
                         value = str(value)
                     elif not isinstance(value, (bytes, bytearray)):
                         value = np.asarray(value)
-                    rgbs[i] = images.load_rgb(value, max_pixels=self.max_pixels)
+                    rgbs[i] = images.load_rgb(value, max_pixels=self.request.max_pixels)
                 except Exception as exc:
                     errors[i] = _reason(exc)
             by_shape: dict[tuple, list[int]] = {}
@@ -84,8 +79,7 @@ class _Compressor:
                     latents = [None] * len(members)
                 for i, full in zip(members, latents):
                     try:
-                        out[i] = compress_rgb(rgbs[i], self.model, self.spec, scale=self.scale, effort=self.effort, tile=self.tile,
-                                              full_latents=full, **self.options)[0]
+                        out[i] = compress_rgb(rgbs[i], self.model, self.request, full_latents=full)[0]
                     except Exception as exc:
                         errors[i] = _reason(exc)
         result = {k: v for k, v in batch.items() if k != self.column or self.kind == "path"}
@@ -138,23 +132,34 @@ def _worker_options(num_gpus, num_cpus, concurrency) -> dict:
     return options
 
 
+def _request(options: CompressOptions | None, keywords: dict) -> CompressOptions:
+    if options is not None:
+        if keywords:
+            raise OptionError(f"pass options= or separate options, not both (also given: {', '.join(sorted(keywords))})")
+        if not isinstance(options, CompressOptions):
+            raise OptionError(f"options must be a sdlite.CompressOptions, got {type(options).__name__}")
+        return options
+    unknown = sorted(set(keywords) - set(CompressOptions.__dataclass_fields__))
+    if unknown:
+        raise OptionError(f"unknown option {unknown[0]!r}; the options are {', '.join(CompressOptions.__dataclass_fields__)}")
+    return CompressOptions(**keywords)
+
+
 def compress_dataset(ds, *, model, column: str = "image", kind: str = "image", batch_size: int = DEFAULT_BATCH_SIZE,
                      concurrency: int | None = None, num_gpus: float | None = None, num_cpus: float | None = None,
-                     providers=None, threads: int | None = None, **options):
+                     providers=None, threads: int | None = None, options: CompressOptions | None = None, **keywords):
     """A Dataset with column `sdz` (stream bytes) and `error` ("" or the reason a row failed) in place of
     `column`; other columns (e.g. path) pass through. kind "image": rows hold HxWx3 (or 4) arrays, as
     ray.data.read_images yields, or image-file bytes; kind "path": image file paths the workers read (the
     CLI's --ray); kind "latents": raw latents (C, h, w), fp16 or fp32.
-    options: those of sdlite.compress (method, quality, target_bytes, effort, scale, ...).
+    options: a CompressOptions, or its fields as keywords (method, quality, target_bytes, effort, scale, ...):
+    checked here, on the driver, before any worker starts, and shipped to the workers as one object.
     concurrency: workers (each loads the model once); num_gpus / num_cpus: resources per worker."""
     if kind not in ("image", "latents", "path"):
         raise OptionError(f"kind must be 'image', 'latents' or 'path', got {kind!r}")
-    spec = methods.by_name(options.get("method", DEFAULT_METHOD))
-    spec.check_options(**{k: v for k, v in options.items() if k in spec.options})
-    check_scale(options.get("scale", AUTO))
-    _check_effort(options.get("effort", DEFAULT_EFFORT))
+    request = _request(options, keywords)
     load_options = {"providers": providers, "threads": threads}
-    return ds.map_batches(_Compressor, fn_constructor_args=(model, column, kind, options, load_options), batch_size=batch_size,
+    return ds.map_batches(_Compressor, fn_constructor_args=(model, column, kind, request, load_options), batch_size=batch_size,
                           batch_format="numpy", **_worker_options(num_gpus, num_cpus, concurrency))
 
 

@@ -18,6 +18,7 @@ import warnings
 from .errors import OptionError, ProviderError
 
 log = logging.getLogger("sdlite")
+progress_log = logging.getLogger("sdlite.progress")  # long work a user should hear about: the CLI shows it without -v
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -151,34 +152,52 @@ def create_session(path: str, providers=None, *, threads: int | None = None, str
     return session
 
 
-def cached_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False, settings: dict | None = None):
-    """The shared session for (path, providers, threads, session settings), created on first use."""
-    wanted = resolve_providers(providers)
-    chosen = _settings_for(path, settings)
+def file_identity(path) -> tuple | None:
+    """What tells a file from its replacement: device, inode, size and modification time (None: unreadable)."""
     try:
         status = os.stat(path)
-        identity = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
     except OSError:
-        identity = None  # the build will say what is wrong with the path
+        return None
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
-    key = (os.path.realpath(path), identity, tuple(map(str, wanted)), threads, tuple(sorted(chosen.items())))
+
+def cached(key: tuple, build):
+    """The one process-wide cache (sessions and loaded models): the value for `key`, built by build() on
+    first use. One lock per key, so a slow build does not hold up other keys."""
     with _lock:
-        session = _cache.get(key)
+        value = _cache.get(key)
         key_lock = _key_locks.setdefault(key, threading.Lock())
-    if session is None:
-        with key_lock:
+    if value is not None:
+        return value
+    with key_lock:
+        with _lock:
+            value = _cache.get(key)
+        if value is None:  # nobody built it while this thread waited for the key
+            value = build()
             with _lock:
-                session = _cache.get(key)
-            if session is None:  # nobody built it while this thread waited for the key
-                session = create_session(path, wanted, threads=threads, strict=strict, settings=chosen)
-                with _lock:
-                    _cache[key] = session
-                return session
-    check_attached(session, wanted, path, strict=strict, warn=False)  # the builder already warned
+                _cache[key] = value
+    return value
+
+
+def cached_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False, settings: dict | None = None):
+    """The shared session for (path and its identity, providers, threads, session settings), created on first use."""
+    wanted = resolve_providers(providers)
+    chosen = _settings_for(path, settings)
+    key = ("session", os.path.realpath(path), file_identity(path), tuple(map(str, wanted)), threads, tuple(sorted(chosen.items())))
+    built = []
+
+    def build():
+        built.append(True)
+        return create_session(path, wanted, threads=threads, strict=strict, settings=chosen)
+
+    session = cached(key, build)
+    if not built:
+        check_attached(session, wanted, path, strict=strict, warn=False)  # the builder already warned
     return session
 
 
 def clear_cache() -> None:
-    """Drop every cached session (frees their memory once no Model holds them)."""
+    """Drop every cached session and loaded model (frees their memory once nothing else holds them)."""
     with _lock:
         _cache.clear()
+        _key_locks.clear()

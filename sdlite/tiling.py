@@ -9,6 +9,7 @@ group norms, attention) gives slightly different values near the seams than one 
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from .errors import OptionError
 
 DEFAULT_TILE = 96  # latent cells (768 px with SD): images up to this size run in one call, as before
+progress_log = logging.getLogger("sdlite.progress")  # long single images: the CLI shows each tile
 DEFAULT_OVERLAP = 16  # latent cells shared by neighbouring tiles (128 px with SD)
 
 
@@ -74,8 +76,11 @@ def run_tiled(
     out = weight = None
     size_h, starts_y = tile_layout(grid_h, tile, overlap, multiple)
     size_w, starts_x = tile_layout(grid_w, tile, overlap, multiple)
+    count, done = len(starts_y) * len(starts_x), 0
     for y0 in starts_y:
         for x0 in starts_x:
+            done += 1
+            progress_log.info("%s: tile %d of %d", getattr(run, "__name__", "network"), done, count)
             piece = run(source[:, :, y0 * cell_in : (y0 + size_h) * cell_in, x0 * cell_in : (x0 + size_w) * cell_in])
             if out is None:
                 out = np.zeros(piece.shape[:2] + (grid_h * cell_out, grid_w * cell_out), dtype=np.float64)

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+VERIFY_NOTICE_BYTES = 1_000_000  # smaller files hash in milliseconds: not worth a line
 log = logging.getLogger("sdlite")
 
 CACHE_DIR_ENV = "SDLITE_CACHE_DIR"
@@ -105,6 +106,15 @@ def _write(path: Path, records: dict) -> None:
             os.unlink(temporary)
 
 
+progress_log = logging.getLogger("sdlite.progress")
+"""Long first-time work a user should hear about (the CLI shows it without -v)."""
+
+
+def _say_verifying(path: Path, size: int) -> None:
+    if size >= VERIFY_NOTICE_BYTES:
+        progress_log.info("verifying model file %s (%.0f MB, sha256 against the manifest; once per file)", path, size / 1e6)
+
+
 def sha256_of(path: Path, compute: Callable[[Path], str]) -> str:
     """The file's sha256: from its record when the file is unchanged since it was hashed, else
     compute(path), recorded for the next load."""
@@ -114,12 +124,14 @@ def sha256_of(path: Path, compute: Callable[[Path], str]) -> str:
     key = os.path.realpath(path)
     status = os.stat(key)
     if not trusted_for_records(status):
+        _say_verifying(path, status.st_size)
         return compute(path)  # someone may still write to it: no record can vouch for its bytes
     identity = _identity(status)
     records_path = folder / RECORDS_FILE
     record = _read(records_path).get(key)
     if isinstance(record, dict) and record.get("identity") == identity and isinstance(record.get("sha256"), str):
         return record["sha256"]
+    _say_verifying(path, status.st_size)
     digest = compute(path)
     if _identity(os.stat(key)) == identity:  # not changed while it was read
         records = _read(records_path)

@@ -16,18 +16,24 @@ KODAK = SHARED / "data" / "kodak"
 EXPORT_STACK = all(importlib.util.find_spec(m) for m in ("torch", "diffusers", "optimum", "transformers"))
 
 
+NO_HUB = "http://127.0.0.1:9"  # the discard port: nothing listens, so a fetch fails at once and never leaves the machine
+
+
 @pytest.fixture(scope="session", autouse=True)
 def verified_files_records(tmp_path_factory):
-    """The tests' records of hashed model files stay in a temporary folder, not in the user's cache."""
-    from sdlite import verified
+    """The tests' records of hashed model files and fetched models stay in a temporary folder, not in the
+    user's cache, and no test can reach a real hub (tests that fetch serve the files on 127.0.0.1)."""
+    from sdlite import fetch, verified
 
-    previous = os.environ.get(verified.CACHE_DIR_ENV)
+    saved = {name: os.environ.get(name) for name in (verified.CACHE_DIR_ENV, fetch.ENV_HUB_URL)}
     os.environ[verified.CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("sdlite-cache"))
+    os.environ[fetch.ENV_HUB_URL] = NO_HUB
     yield
-    if previous is None:
-        os.environ.pop(verified.CACHE_DIR_ENV, None)
-    else:
-        os.environ[verified.CACHE_DIR_ENV] = previous
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

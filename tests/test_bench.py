@@ -296,3 +296,20 @@ def _torch_lpips(features_a, features_b, weights) -> float:
         w = torch.from_numpy(weights[f"NetLinLayer_{i}"]["Conv_0"]["kernel"].reshape(-1))
         total += float(((fa - fb) ** 2 * w.view(1, -1, 1, 1)).sum(1).mean())
     return total
+
+
+def test_quality_references_are_exif_rotated_as_compress_sees_them(tiny_bundle, tmp_path, photo):
+    from bench import quality
+
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees when shown
+    Image.fromarray(np.tile(photo, (2, 2, 1))).save(path, exif=exif, quality=95)  # stored 140x90, shown 90x140
+    out = tmp_path / "out"
+    rows = quality.run([path], model=tiny_bundle, out_dir=out, sweep_bpp=[0.5], palette_fractions=[], efforts=(1,), with_peers=False,
+                       progress=False)
+    assert rows and all(r["psnr"] > 0 for r in rows if "psnr" in r)  # before: the unrotated reference did not match
+    import sdlite
+
+    assert Image.open(path).size == (140, 90)
+    assert sdlite.decompress(sdlite.compress(path, model=tiny_bundle, quality=50), model=tiny_bundle).size == (90, 140)

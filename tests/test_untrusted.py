@@ -21,6 +21,7 @@ from sdlite import (BitstreamError, BundleError, SdliteError, bitstream, compres
                     decompress_latents, load_model)
 from sdlite.cli import OutputExists, main, write_atomic
 from sdlite.methods.entropy import coder, context, params, probability
+from sdlite.options import CompressOptions
 
 from bench.fuzz import legacy_entropy_stream
 
@@ -218,7 +219,7 @@ def test_ray_rows_keep_their_own_errors(fake_model, tmp_path, photo):
     jpeg_with_broken_exif(tmp_path / "bad.jpg")
     good = io.BytesIO()
     Image.fromarray(photo).save(good, "PNG")
-    worker = _Compressor(fake_model, "image", "image", {}, {})  # the actor's callable, without a cluster
+    worker = _Compressor(fake_model, "image", "image", CompressOptions(), {})  # the actor's callable, without a cluster
     batch = {"image": np.array([(tmp_path / "bad.jpg").read_bytes(), good.getvalue()], dtype=object)}
     result = worker(batch)
     assert result["error"][0].startswith("cannot decode image") and result["error"][1] == ""

@@ -1,0 +1,374 @@
+"""The TAE family (TAESD, TAESDXL, TAESD3, TAEF1) built into an ONNX bundle with numpy and onnx alone.
+
+diffusers' AutoencoderTiny is one small convolutional network (3x3 convolutions, ReLU, residual blocks,
+stride-2 convolutions down and nearest-neighbour upsampling up). This module reads its published
+weights (a diffusers folder: config.json + diffusion_pytorch_model.safetensors), writes the same graph
+`python -m export --vae` writes with torch (optimum's layout and names, raw latents in and out, a
+constant log-variance), and seals it as a bundle whose model id names the weights, so a bundle built
+here and one exported with torch from the same weights read each other's streams.
+
+Everything read is treated as untrusted: the config's numbers are bounded, the safetensors header is
+size-checked and every tensor must be exactly the one the config implies (no missing, extra or
+overlapping data).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import stat
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import latent_space as spaces
+from . import manifest as manifests
+from .errors import BundleError, OptionError
+
+log = logging.getLogger("sdlite")
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+TINY_AUTOENCODERS = {"taesd": "sd1", "taesdxl": "sdxl", "taesd3": "sd3", "taef1": "flux"}
+"""The TAE family's names (hub madebyollin/NAME, or a local folder NAME or NAME-diffusers) and the latent
+space each one was trained for."""
+LOGVAR = -30.0  # exp(-30) ~ 1e-13: a point distribution, as the torch export and ../shared/models/taesd store it
+OPSET = 17
+IR_VERSION = 8  # opset 17's IR version: onnxruntime from 1.14 reads it
+MAX_WEIGHTS_BYTES = 256 << 20  # TAE weights are 5-10 MB; anything this large is not one
+MAX_HEADER_BYTES = 1 << 20
+MAX_CONFIG_BYTES = 64 << 10
+MAX_WIDTH = 1024  # channels of any block
+MAX_STAGES = 6
+MAX_BLOCKS_PER_STAGE = 16
+SAFETENSORS_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
+
+
+def space_of_name(source) -> str | None:
+    """The latent space a TAE model's hub id or folder name implies (madebyollin/taesd3, .../taef1-diffusers), or None."""
+    if not source:
+        return None
+    name = Path(str(source).rstrip("/\\")).name.lower()
+    for suffix in ("-diffusers", "_diffusers"):
+        name = name.removesuffix(suffix)
+    return TINY_AUTOENCODERS.get(name)
+
+
+def is_tae_folder(path: Path) -> bool:
+    """A diffusers AutoencoderTiny folder (config.json naming AutoencoderTiny, and its safetensors)."""
+    path = Path(path)
+    if not ((path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()):
+        return False
+    try:
+        return _read_config_json(path / CONFIG_FILE).get("_class_name") == "AutoencoderTiny"
+    except BundleError:
+        return False
+
+
+def _read_config_json(path: Path) -> dict:
+    from .bundle import read_json
+
+    info = path.stat()
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise BundleError(f"{path} has {info.st_size} bytes; an AutoencoderTiny config.json has under {MAX_CONFIG_BYTES}")
+    return read_json(path)
+
+
+def _int_list(where, config: dict, key: str, *, low: int, high: int, length: int | None = None) -> list[int]:
+    value = config.get(key)
+    if (not isinstance(value, list) or not 1 <= len(value) <= MAX_STAGES or (length is not None and len(value) != length)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in value)):
+        wanted = f"{length} integers" if length else f"1 to {MAX_STAGES} integers"
+        raise BundleError(f"{where}: {key} must be a list of {wanted} from {low} to {high}, got {value!r}"[:300])
+    return value
+
+
+def read_config(path: Path) -> dict:
+    """An AutoencoderTiny config.json, checked: the architecture this module builds and bounded sizes."""
+    where = path / CONFIG_FILE
+    config = _read_config_json(where)
+    if config.get("_class_name") != "AutoencoderTiny":
+        raise BundleError(f"{where} describes {config.get('_class_name')!r}, not an AutoencoderTiny (TAESD and its kin)")
+    for key, wanted in (("act_fn", "relu"), ("upsample_fn", "nearest"), ("upsampling_scaling_factor", 2),
+                        ("in_channels", 3), ("out_channels", 3)):
+        if config.get(key, wanted) != wanted:
+            raise BundleError(f"{where}: {key} is {config.get(key)!r}; sdlite builds AutoencoderTiny with {key} = {wanted!r}")
+    stages = len(_int_list(where, config, "encoder_block_out_channels", low=1, high=MAX_WIDTH))
+    checked = {
+        "encoder_block_out_channels": config["encoder_block_out_channels"],
+        "decoder_block_out_channels": _int_list(where, config, "decoder_block_out_channels", low=1, high=MAX_WIDTH),
+        "num_encoder_blocks": _int_list(where, config, "num_encoder_blocks", low=0, high=MAX_BLOCKS_PER_STAGE, length=stages),
+    }
+    checked["num_decoder_blocks"] = _int_list(where, config, "num_decoder_blocks", low=0, high=MAX_BLOCKS_PER_STAGE,
+                                              length=len(checked["decoder_block_out_channels"]))
+    channels = config.get("latent_channels")
+    from .bitstream import MAX_LATENT_CHANNELS
+
+    if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= MAX_LATENT_CHANNELS:
+        raise BundleError(f"{where}: latent_channels must be an integer from 1 to {MAX_LATENT_CHANNELS}, got {channels!r}")
+    checked["latent_channels"] = channels
+    return checked
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file as float32 arrays (F32, F16 and BF16 accepted), checked: the
+    header is bounded, every tensor lies inside the data, and no two overlap."""
+    try:
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode):
+            raise BundleError(f"{path} is not a regular file")
+        if info.st_size > MAX_WEIGHTS_BYTES:
+            raise BundleError(f"{path} has {info.st_size} bytes, over the {MAX_WEIGHTS_BYTES} a TAE's weights may have")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc}") from None
+    if len(data) < 8:
+        raise BundleError(f"{path} is not a safetensors file (too short)")
+    (header_size,) = struct.unpack("<Q", data[:8])
+    if not 2 <= header_size <= min(MAX_HEADER_BYTES, len(data) - 8):
+        raise BundleError(f"{path} is not a safetensors file (header size {header_size})")
+    try:
+        header = json.loads(data[8:8 + header_size])
+    except (ValueError, RecursionError) as exc:
+        raise BundleError(f"{path}: unreadable safetensors header ({type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise BundleError(f"{path}: the safetensors header is not a JSON object")
+    body = memoryview(data)[8 + header_size:]
+    tensors, spans = {}, []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict) or entry.get("dtype") not in SAFETENSORS_DTYPES:
+            raise BundleError(f"{path}: tensor {name!r} has dtype {entry.get('dtype') if isinstance(entry, dict) else entry!r}; "
+                              f"sdlite reads {', '.join(SAFETENSORS_DTYPES)}"[:300])
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+        if (not isinstance(shape, list) or len(shape) > 8 or not all(isinstance(s, int) and 0 <= s <= 1 << 30 for s in shape)
+                or not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1] <= len(body)
+                or offsets[1] - offsets[0] != math.prod(shape) * dtype.itemsize):
+            raise BundleError(f"{path}: tensor {name!r} has an inconsistent shape or data offsets")
+        spans.append((offsets[0], offsets[1], name))
+        raw = np.frombuffer(body[offsets[0]:offsets[1]], dtype=dtype)
+        if entry["dtype"] == "BF16":
+            raw = (raw.astype(np.uint32) << 16).view(np.float32)
+        tensors[name] = raw.astype(np.float32).reshape(shape)
+    spans.sort()
+    for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+        if start < end:
+            raise BundleError(f"{path}: tensors {first!r} and {second!r} overlap")
+    return tensors
+
+
+class _Graph:
+    """Nodes and float32 initializers of one ONNX graph, with the parameters taken from `weights` by name."""
+
+    def __init__(self, weights: dict[str, np.ndarray], prefix: str):
+        self.weights, self.prefix = weights, prefix
+        self.nodes, self.initializers, self.used = [], [], set()
+        self._count = 0
+
+    def _name(self, kind: str) -> str:
+        self._count += 1
+        return f"{kind}_{self._count}"
+
+    def param(self, name: str, shape: tuple) -> str:
+        from onnx import numpy_helper
+
+        full = f"{self.prefix}.{name}"
+        value = self.weights.get(full)
+        if value is None:
+            raise BundleError(f"the weights lack {full} (shape {list(shape)}) that the config implies")
+        if tuple(value.shape) != tuple(shape):
+            raise BundleError(f"the weights' {full} has shape {list(value.shape)}; the config implies {list(shape)}")
+        self.used.add(full)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), full))
+        return full
+
+    def constant(self, value, name: str) -> str:
+        from onnx import numpy_helper
+
+        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], **attributes) -> str:
+        from onnx import helper
+
+        output = self._name(op.lower())
+        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attributes))
+        return output
+
+    def conv(self, x: str, layer: str, cin: int, cout: int, *, kernel: int = 3, stride: int = 1, bias: bool = True) -> str:
+        inputs = [x, self.param(f"{layer}.weight", (cout, cin, kernel, kernel))]
+        if bias:
+            inputs.append(self.param(f"{layer}.bias", (cout,)))
+        pad = kernel // 2
+        return self.node("Conv", inputs, kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4)
+
+    def block(self, x: str, layer: str, channels: int) -> str:
+        """AutoencoderTinyBlock with equal in/out channels: relu(conv(relu(conv(relu(conv(x))))) + x)."""
+        y = self.node("Relu", [self.conv(x, f"{layer}.conv.0", channels, channels)])
+        y = self.node("Relu", [self.conv(y, f"{layer}.conv.2", channels, channels)])
+        y = self.conv(y, f"{layer}.conv.4", channels, channels)
+        return self.node("Relu", [self.node("Add", [y, x])])
+
+
+def _check_all_used(weights: dict, graphs: list[_Graph]) -> None:
+    used = set().union(*(g.used for g in graphs))
+    extra = sorted(set(weights) - used)
+    if extra:
+        raise BundleError(f"the weights hold {len(extra)} tensors the config does not describe (first: {extra[0]}); "
+                          "is config.json the one that came with them?")
+
+
+def _model(graph: _Graph, input_name: str, input_channels: int, output: str, output_name: str, output_channels: int,
+           doc: str):
+    from onnx import TensorProto, helper
+
+    graph.nodes.append(helper.make_node("Identity", [output], [output_name], name="output"))
+    dims = lambda channels: ["batch_size", channels, "height", "width"]  # noqa: E731
+    body = helper.make_graph(
+        graph.nodes, doc, [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, dims(input_channels))],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, dims(output_channels))], graph.initializers,
+    )
+    model = helper.make_model(body, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="sdlite.tae")
+    model.ir_version = IR_VERSION
+    return model
+
+
+def encoder_model(config: dict, weights: dict, space: spaces.LatentSpace):
+    """sample [B,3,H,W] in [-1,1] -> latent_parameters [B,2C,H/f,W/f]: raw latents, then LOGVAR."""
+    g = _Graph(weights, "encoder")
+    x = g.node("Mul", [g.node("Add", ["sample", g.constant(1.0, "one")]), g.constant(0.5, "half")])
+    widths, blocks = config["encoder_block_out_channels"], config["num_encoder_blocks"]
+    layer, channels = 0, 3
+    for stage, (width, count) in enumerate(zip(widths, blocks)):
+        if stage == 0:
+            x = g.conv(x, f"layers.{layer}", channels, width)
+        else:
+            x = g.conv(x, f"layers.{layer}", channels, width, stride=2, bias=False)
+        layer, channels = layer + 1, width
+        for _ in range(count):
+            x = g.block(x, f"layers.{layer}", width)
+            layer += 1
+    latents = g.conv(x, f"layers.{layer}", channels, config["latent_channels"])
+    mean = g.node("Div", [latents, g.constant(space.scaling_factor, "scaling_factor")])
+    if space.shift_factor:
+        mean = g.node("Add", [mean, g.constant(space.shift_factor, "shift_factor")])
+    logvar = g.node("Expand", [g.constant(LOGVAR, "logvar"), g.node("Shape", [mean])])
+    out = g.node("Concat", [mean, logvar], axis=1)
+    return g, _model(g, "sample", 3, out, "latent_parameters", 2 * config["latent_channels"], "vae_encoder")
+
+
+def decoder_model(config: dict, weights: dict, space: spaces.LatentSpace):
+    """latent_sample [B,C,h,w] (raw latents) -> sample [B,3,h*f,w*f] in about [-1,1]."""
+    from onnx import numpy_helper
+
+    g = _Graph(weights, "decoder")
+    x = "latent_sample"
+    if space.shift_factor:
+        x = g.node("Sub", [x, g.constant(space.shift_factor, "shift_factor")])
+    x = g.node("Mul", [x, g.constant(space.scaling_factor, "scaling_factor")])
+    three = g.constant(3.0, "three")
+    x = g.node("Mul", [g.node("Tanh", [g.node("Div", [x, three])]), three])  # AutoencoderTiny's soft clamp
+    widths, blocks = config["decoder_block_out_channels"], config["num_decoder_blocks"]
+    x = g.node("Relu", [g.conv(x, "layers.0", config["latent_channels"], widths[0])])
+    layer, channels = 2, widths[0]
+    g.initializers.append(numpy_helper.from_array(np.array([1, 1, 2, 2], dtype=np.float32), "upsample_scales"))
+    for stage, (width, count) in enumerate(zip(widths, blocks)):
+        if width != channels:
+            raise BundleError(f"decoder_block_out_channels {widths} change width between stages; AutoencoderTiny keeps it")
+        for _ in range(count):
+            x = g.block(x, f"layers.{layer}", width)
+            layer += 1
+        final = stage == len(widths) - 1
+        if not final:
+            x = g.node("Resize", [x, "", "upsample_scales"], mode="nearest", coordinate_transformation_mode="asymmetric",
+                       nearest_mode="floor")
+            layer += 1
+        x = g.conv(x, f"layers.{layer}", width, 3 if final else width, bias=final)
+        layer += 1
+    out = g.node("Sub", [g.node("Mul", [x, g.constant(2.0, "two")]), g.constant(1.0, "one")])
+    return g, _model(g, "latent_sample", config["latent_channels"], out, "sample", 3, "vae_decoder")
+
+
+def resolve_space(folder: Path, config: dict, latent_space: str | None) -> spaces.LatentSpace:
+    """The latent space: the one named, else the folder's name (taesd3-diffusers -> sd3)."""
+    name = latent_space or space_of_name(folder.resolve().name)
+    if name is None:
+        fits = [s.name for s in spaces.KNOWN if s.channels == config["latent_channels"]]
+        raise OptionError(f"cannot tell which latent space {folder} was trained for from its name; pass latent_space= "
+                          f"(--latent-space) with one of {', '.join(fits) or 'none known for its channel count'}")
+    space = spaces.by_name(name)
+    if space.channels != config["latent_channels"]:
+        raise BundleError(f"{folder} has {config['latent_channels']} latent channels but latent space {space.name} has {space.channels}")
+    return space
+
+
+def build_bundle(source: Path, output: Path, *, latent_space: str | None = None, origin: dict | None = None) -> dict:
+    """Build the bundle of the AutoencoderTiny folder `source` at `output` (replaced once whole); return its manifest."""
+    import onnx
+
+    source = Path(source)
+    config = read_config(source)
+    space = resolve_space(source, config, latent_space)
+    weights = read_safetensors(source / WEIGHTS_FILE)
+    factor = 2 ** (len(config["encoder_block_out_channels"]) - 1)
+    if 2 ** (len(config["decoder_block_out_channels"]) - 1) != factor:
+        raise BundleError(f"{source}: the encoder downsamples by {factor} but the decoder upsamples by "
+                          f"{2 ** (len(config['decoder_block_out_channels']) - 1)}")
+    if factor != space.factor:
+        raise BundleError(f"{source} downsamples by {factor}; latent space {space.name} by {space.factor}")
+    encoder_graph, encoder = encoder_model(config, weights, space)
+    decoder_graph, decoder = decoder_model(config, weights, space)
+    _check_all_used(weights, [encoder_graph, decoder_graph])
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-building-"))
+    try:
+        for name, model in (("vae_encoder", encoder), ("vae_decoder", decoder)):
+            (staging / name).mkdir()
+            onnx.save(model, str(staging / name / "model.onnx"))
+            described = {**config, "_class_name": "AutoencoderTiny", "latent_space": space.name,
+                         "scaling_factor": space.scaling_factor, "shift_factor": space.shift_factor, "raw_latents": True,
+                         "exported_from": "AutoencoderTiny (sdlite.tae, numpy + onnx)"}
+            (staging / name / CONFIG_FILE).write_text(json.dumps(described, indent=2))
+        components = {name: manifests.component_entry(staging, name, dtype="fp32", validation_max_abs_diff=None)
+                      for name in ("vae_encoder", "vae_decoder")}
+        manifest = manifests.write(staging, {
+            "model_id": manifests.weights_model_id(weights.items(), space=space.name, scaling=space.scaling_factor,
+                                                   shift=space.shift_factor),
+            "model_id_rule": "weights",
+            "source": origin or {"kind": "local", "model": str(source.resolve()), "revision": None, "vae": None},
+            "components": components,
+            "latent_space": space.to_manifest(),
+            "vae_class": "AutoencoderTiny",
+            "scaling_factor": space.scaling_factor,
+            "shift_factor": space.shift_factor,
+            "latent_channels": config["latent_channels"],
+            "downsample_factor": factor,
+            "opset": OPSET,
+            "dtype": "fp32",
+            "uncond_embedding": None,
+            "scheduler": None,
+            "extra_files": [],
+            "exporter": {"builder": "sdlite.tae", "onnx": onnx.__version__},
+            "weights_sha256": _sha256(source / WEIGHTS_FILE),
+        })
+        manifests.seal(staging)
+        manifests.install(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("built %s (%s, model id %s) from %s", output, space.name, manifest["model_id"], source)
+    return manifest
+
+
+def _sha256(path: Path) -> str:
+    from .bundle import file_sha256
+
+    return file_sha256(path)
