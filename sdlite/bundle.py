@@ -217,15 +217,24 @@ class BundleInfo:
         return self.latent_space.name if self.latent_space else "unknown"
 
 
+def read_regular(path: Path, limit: int, what: str, *, follow_links: bool = False) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (what: how the error calls such a file); a
+    FIFO, device, folder (or, unless follow_links, a symbolic link) or a larger file is a BundleError."""
+    try:
+        info = path.stat() if follow_links else path.lstat()
+        if not stat.S_ISREG(info.st_mode):
+            raise BundleError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise BundleError(f"{path} has {info.st_size} bytes, over the {limit} {what} may have")
+        return path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {type(exc).__name__}: {exc}"[:300]) from None
+
+
 def read_json(path: Path) -> dict:
     """A JSON object from a regular file of at most MAX_JSON_BYTES; anything else is a BundleError."""
     try:
-        info = path.lstat()
-        if not stat.S_ISREG(info.st_mode):
-            raise BundleError(f"{path} is not a regular file")
-        if info.st_size > MAX_JSON_BYTES:
-            raise BundleError(f"{path} has {info.st_size} bytes, over the {MAX_JSON_BYTES} a bundle's JSON may have")
-        value = json.loads(path.read_bytes())
+        value = json.loads(read_regular(path, MAX_JSON_BYTES, "a bundle's JSON"))
     except BundleError:
         raise
     except (OSError, ValueError, RecursionError) as exc:

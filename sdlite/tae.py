@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import shutil
-import stat
 import struct
 import tempfile
 from pathlib import Path
@@ -70,12 +69,15 @@ def is_tae_folder(path: Path) -> bool:
 
 
 def _read_config_json(path: Path) -> dict:
-    from .bundle import read_json
+    from .bundle import read_regular
 
-    info = path.stat()
-    if info.st_size > MAX_CONFIG_BYTES:
-        raise BundleError(f"{path} has {info.st_size} bytes; an AutoencoderTiny config.json has under {MAX_CONFIG_BYTES}")
-    return read_json(path)
+    try:
+        value = json.loads(read_regular(path, MAX_CONFIG_BYTES, "an AutoencoderTiny config.json", follow_links=True))
+    except (ValueError, RecursionError) as exc:
+        raise BundleError(f"cannot read {path}: {type(exc).__name__}") from None
+    if not isinstance(value, dict):
+        raise BundleError(f"{path} does not hold a JSON object")
+    return value
 
 
 def _int_list(where, config: dict, key: str, *, low: int, high: int, length: int | None = None) -> list[int]:
@@ -117,15 +119,9 @@ def read_config(path: Path) -> dict:
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """All tensors of a safetensors file as float32 arrays (F32, F16 and BF16 accepted), checked: the
     header is bounded, every tensor lies inside the data, and no two overlap."""
-    try:
-        info = path.lstat()
-        if not stat.S_ISREG(info.st_mode):
-            raise BundleError(f"{path} is not a regular file")
-        if info.st_size > MAX_WEIGHTS_BYTES:
-            raise BundleError(f"{path} has {info.st_size} bytes, over the {MAX_WEIGHTS_BYTES} a TAE's weights may have")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"cannot read {path}: {exc}") from None
+    from .bundle import read_regular
+
+    data = read_regular(path, MAX_WEIGHTS_BYTES, "a TAE's weights", follow_links=True)  # hub caches link their files
     if len(data) < 8:
         raise BundleError(f"{path} is not a safetensors file (too short)")
     (header_size,) = struct.unpack("<Q", data[:8])

@@ -299,3 +299,14 @@ def test_runtime_install_alone_compresses_with_tae_models(tiny_folder, hub, cach
     result = _run_without_torch(python, tiny_folder, env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("(96, 64)") == 2
+
+
+def test_a_hub_cache_folder_of_links_builds(tmp_path):
+    """Hugging Face's cache keeps a snapshot's files as links to blobs: a folder of links is a model too."""
+    blobs = write_tae_folder(tmp_path / "blobs")
+    snapshot = tmp_path / "snapshots" / "taesd"
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", tae.WEIGHTS_FILE):
+        (snapshot / name).symlink_to(blobs / name)
+    assert tae.is_tae_folder(snapshot)
+    assert tae.build_bundle(snapshot, tmp_path / "built")["latent_space"]["name"] == "sd1"
