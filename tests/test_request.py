@@ -210,3 +210,19 @@ def test_quantizing_an_optimised_bundle_keeps_a_correct_manifest(tiny_bundle, tm
     assert "vae_encoder" not in (quantized.manifest.get("optimization") or {}).get("components", {})
     data = sdlite.compress(png, model=tmp_path / "int8", target_bytes=300)
     assert sdlite.decompress(data, model=tmp_path / "int8", denoise=False).size == (80, 48)
+
+
+@pytest.mark.skipif(not EXPORT_STACK, reason="export extra not installed (pip install -e .[export])")
+def test_export_side_errors_are_one_line(tmp_path, capsys, bundle):
+    from export.optimize import main as optimize_main
+    from export.quantize import main as quantize_main
+
+    assert quantize_main([str(tmp_path / "no-such-bundle"), "--images", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    assert optimize_main([str(tmp_path / "no-such-bundle")]) == 2
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle, broken)
+    (broken / "manifest.json").chmod(0o644)
+    (broken / "manifest.json").write_text("{")
+    assert optimize_main([str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 3 and "Traceback" not in err and all(line.startswith("error: ") for line in err.splitlines())
