@@ -28,7 +28,8 @@ def test_manifest_contents(tiny_bundle):
             assert (tiny_bundle / f["path"]).stat().st_size == f["size"]
         assert 0 <= entry["validation_max_abs_diff"] < 1e-3
     digests = [component_digest([f["sha256"] for f in manifest["components"][c]["files"]]) for c in ("vae_encoder", "vae_decoder")]
-    assert manifest["model_id"] == derive_model_id(*digests) and len(manifest["model_id"]) == 16
+    assert manifest["model_id_rule"] == "weights" and len(manifest["model_id"]) == 16
+    assert manifest["model_id"] != derive_model_id(*digests)  # the weights name it, not the ONNX files
     assert manifest["scaling_factor"] == pytest.approx(0.18215)
     assert manifest["latent_channels"] == 4 and manifest["downsample_factor"] == 8 and manifest["opset"] == 17
     assert manifest["exporter"]["torch"] and manifest["exporter"]["optimum"]
