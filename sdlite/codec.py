@@ -14,7 +14,7 @@ from . import bitstream, images, methods
 from . import latent_space as spaces
 from .errors import ModelMismatchError, OptionError
 from .model import Model, load_model
-from .options import DEFAULT_EFFORT, DEFAULT_METHOD, EFFORTS, CompressOptions  # noqa: F401 - EFFORTS: part of codec's surface
+from .options import DEFAULT_EFFORT, DEFAULT_METHOD, CompressOptions
 from .resolution import AUTO, MAX_AUTO_SCALE, choose_scale, scale_byte
 from .scheduler import DEFAULT_STEPS, DEFAULT_STRENGTH
 from .tiling import DEFAULT_TILE

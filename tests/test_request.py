@@ -4,11 +4,9 @@ edges (flags after the subcommand, output formats, resumed batches); one cache; 
 from __future__ import annotations
 
 import ast
-import io
 import json
 import pickle
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
