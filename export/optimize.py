@@ -183,10 +183,15 @@ def optimize_bundle(bundle, *, components=None, target: str = "cpu", keep_origin
         raise ExportError(f"{folder} is quantized ({info.quantization.get('method')}); optimise the float bundle, then quantize it")
     manifest = json.loads((folder / MANIFEST).read_text())
     wanted = [c for c in (components or sorted(info.components)) if c in info.components]
-    # Work on a copy (hard links: no bytes copied) and swap it in whole: a failure leaves the bundle as it was.
+    # Work on a copy and swap it in whole: a failure leaves the bundle as it was. Components left alone are
+    # hard links (no bytes copied); those being optimised are copied, as onnx refuses external data with
+    # several links (a possible hard-link attack).
     bundle_folder, folder = folder, Path(tempfile.mkdtemp(prefix=f".{folder.name}.optimizing-", dir=folder.parent))
     try:
-        shutil.copytree(bundle_folder, folder, copy_function=_link_or_copy, dirs_exist_ok=True)
+        shutil.copytree(bundle_folder, folder, copy_function=_link_or_copy, dirs_exist_ok=True,
+                        ignore=lambda where, names: names if Path(where).name in wanted and Path(where).parent == bundle_folder else [])
+        for component in wanted:
+            shutil.copytree(bundle_folder / component, folder / component, dirs_exist_ok=True)
         manifest = _optimize_components(folder, manifest, wanted, target, keep_original, progress, optimize_model)
         manifests.seal(folder)
         manifests.install(folder, bundle_folder)

@@ -224,3 +224,31 @@ def test_export_side_errors_are_one_line(tmp_path, capsys, bundle):
     assert optimize_main([str(broken)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 3 and "Traceback" not in err and all(line.startswith("error: ") for line in err.splitlines())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not EXPORT_STACK, reason="export extra not installed (pip install -e .[export])")
+def test_optimising_a_bundle_with_external_data_works_on_a_copy(tiny_bundle, tmp_path):
+    """The optimiser's copy must not hard-link the graphs it reads: onnx refuses external data with several
+    links (found on the full-size U-Net, whose weights are external)."""
+    import onnx
+
+    from export.optimize import optimize_bundle
+    from sdlite import manifest as manifests
+    from sdlite.bundle import check_files, read_bundle
+
+    folder = tmp_path / "external"
+    shutil.copytree(tiny_bundle, folder)
+    unet = folder / "unet" / "model.onnx"
+    graph = onnx.load(str(unet))
+    unet.chmod(0o644)
+    onnx.save_model(graph, str(unet), save_as_external_data=True, all_tensors_to_one_file=True, location="model.onnx_data",
+                    size_threshold=0)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["components"]["unet"] = manifests.component_entry(folder, "unet", dtype="fp32", validation_max_abs_diff=None)
+    (folder / "manifest.json").chmod(0o644)
+    manifests.write(folder, manifest)
+    optimize_bundle(folder, components=["unet"])
+    info = read_bundle(folder)
+    check_files(info, "unet")
+    assert not list(tmp_path.glob(".external.*"))  # no staging folder left
