@@ -31,7 +31,7 @@ def measure(project: Path) -> dict:
 
 def run(out: str) -> str:
     """Measure, write install_size.json into out, and return a one-line summary."""
-    report = measure(Path(__file__).resolve().parents[2])
+    report = measure(Path(__file__).resolve().parents[1])  # the repository (bench/ is not installed)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "install_size.json").write_text(json.dumps(report, indent=1))
     top = ", ".join(f"{name} {size / 1e6:.0f} MB" for name, size in list(report["packages"].items())[:6])
