@@ -252,3 +252,14 @@ def test_optimising_a_bundle_with_external_data_works_on_a_copy(tiny_bundle, tmp
     info = read_bundle(folder)
     check_files(info, "unet")
     assert not list(tmp_path.glob(".external.*"))  # no staging folder left
+
+
+def test_long_single_images_show_progress(bundle, caplog):
+    """Tiled networks log each tile on sdlite.progress, which the CLI shows without -v."""
+    y, x = np.mgrid[0:320, 0:320]
+    picture = np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)
+    with caplog.at_level("INFO", logger="sdlite.progress"):
+        data = sdlite.compress(picture, model=bundle, target_bytes=2000, tile=32)
+        sdlite.decompress(data, model=bundle, tile=32)
+    messages = [r.getMessage() for r in caplog.records if r.name == "sdlite.progress"]
+    assert any(m.startswith("encoder: tile 1 of ") for m in messages) and any(m.startswith("decoder: tile 4 of 4") for m in messages)
