@@ -210,7 +210,7 @@ def _link_or_copy(source, target):
 
 def _optimize_components(folder: Path, manifest: dict, wanted: list[str], target: str, keep_original: bool, progress,
                          optimize_model) -> dict:
-    from sdlite.bundle import component_files, file_sha256
+    from sdlite.bundle import component_files
 
     done = {}
     for component in wanted:
@@ -242,7 +242,7 @@ def _optimize_components(folder: Path, manifest: dict, wanted: list[str], target
         written = sorted(p for p in (folder / component).iterdir() if p.name.startswith(OPTIMIZED_FILE))
         for path in written:
             path.chmod(manifests.MODEL_FILE_MODE)  # some writers create private files; model files are read-only
-        entry["files"] = [{"path": p.relative_to(folder).as_posix(), "sha256": file_sha256(p), "size": p.stat().st_size} for p in written]
+        entry["files"] = manifests.entries(folder, written)
         if not keep_original:
             for stale in component_files(folder / component):
                 if not stale.name.startswith(OPTIMIZED_FILE):

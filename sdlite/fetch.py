@@ -21,13 +21,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import tae
+from . import tae, verified
 from .errors import ModelNotFoundError, SdliteError
 
 log = logging.getLogger("sdlite")
 progress_log = logging.getLogger("sdlite.progress")  # the CLI shows these without -v
 
-ENV_CACHE_DIR = "SDLITE_CACHE_DIR"
+ENV_CACHE_DIR = verified.CACHE_DIR_ENV  # one cache folder for hash records, fetched weights and built bundles
 ENV_HUB_URL = "SDLITE_HUB_URL"
 ENV_OFFLINE = "SDLITE_OFFLINE"
 DEFAULT_HUB_URL = "https://huggingface.co"
@@ -41,11 +41,7 @@ _CHUNK = 1 << 20
 def cache_dir() -> Path:
     """Where fetched weights and built bundles live (beside sdlite.verified's records; "off" turns only
     the records off)."""
-    chosen = os.environ.get(ENV_CACHE_DIR, "").strip()
-    if chosen and chosen.lower() != "off":
-        return Path(chosen)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sdlite"
+    return verified.cache_dir() or verified.default_cache_dir()
 
 
 def offline() -> bool:
@@ -120,15 +116,27 @@ def bundle_for_name(name: str, *, progress=None) -> Path:
 def bundle_for_folder(folder: Path, *, latent_space: str | None = None) -> Path:
     """The cached bundle of a local AutoencoderTiny folder, built on first use (keyed by the weights' hash,
     so a changed folder gets a new bundle)."""
-    from .bundle import file_sha256
-
-    digest = file_sha256(Path(folder) / tae.WEIGHTS_FILE)[:16]
+    digest = _weights_digest(Path(folder) / tae.WEIGHTS_FILE)[:16]
     config = tae.read_config(Path(folder))
     space = tae.resolve_space(Path(folder), config, latent_space)
     bundle = cache_dir() / "built" / f"{space.name}-{digest}"
     if not (bundle / "manifest.json").is_file():
         _build(Path(folder), bundle, space.name, None)
     return bundle
+
+
+_digests: dict[tuple, str] = {}
+
+
+def _weights_digest(path: Path) -> str:
+    """The weights file's sha256, hashed once per version of the file (every load_model(folder) asks)."""
+    from .bundle import file_sha256
+    from .sessions import file_identity
+
+    key = (os.path.realpath(path), file_identity(path))
+    if key not in _digests:
+        _digests[key] = file_sha256(path)
+    return _digests[key]
 
 
 def _build(source: Path, bundle: Path, space: str, origin) -> None:

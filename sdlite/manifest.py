@@ -40,10 +40,14 @@ def weights_model_id(tensors, *, space: str | None, scaling: float, shift: float
     return digest.hexdigest()[:16]
 
 
+def entries(folder: Path, paths) -> list[dict]:
+    """Manifest file entries (path relative to the bundle, sha256, size) of files inside `folder`."""
+    return [{"path": p.relative_to(folder).as_posix(), "sha256": file_sha256(p), "size": p.stat().st_size} for p in paths]
+
+
 def file_entries(folder: Path, component: str) -> list[dict]:
-    """The manifest's `files` of one component: path (relative to the bundle), sha256, size."""
-    return [{"path": p.relative_to(folder).as_posix(), "sha256": file_sha256(p), "size": p.stat().st_size}
-            for p in component_files(folder / component)]
+    """The manifest's `files` of one component."""
+    return entries(folder, component_files(folder / component))
 
 
 def component_entry(folder: Path, component: str, **details) -> dict:
@@ -57,8 +61,7 @@ def files_model_id(components: dict) -> str:
 
 
 def extra_entries(folder: Path, names) -> list[dict]:
-    return [{"path": name, "sha256": file_sha256(folder / name), "size": (folder / name).stat().st_size}
-            for name in names if (folder / name).is_file()]
+    return entries(folder, [folder / name for name in names if (folder / name).is_file()])
 
 
 def write(folder: Path, manifest: dict) -> dict:

@@ -12,6 +12,8 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import methods
 from .bitstream import DEFAULT_MAX_PIXELS
 from .errors import OptionError
@@ -33,8 +35,6 @@ _KEYWORDS = {name: name for name in FLAGS}
 
 
 def _is_int(value) -> bool:
-    import numpy as np
-
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 

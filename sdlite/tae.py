@@ -309,6 +309,8 @@ def build_bundle(source: Path, output: Path, *, latent_space: str | None = None,
     """Build the bundle of the AutoencoderTiny folder `source` at `output` (replaced once whole); return its manifest."""
     import onnx
 
+    from .bundle import file_sha256
+
     source = Path(source)
     config = read_config(source)
     space = resolve_space(source, config, latent_space)
@@ -353,7 +355,7 @@ def build_bundle(source: Path, output: Path, *, latent_space: str | None = None,
             "scheduler": None,
             "extra_files": [],
             "exporter": {"builder": "sdlite.tae", "onnx": onnx.__version__},
-            "weights_sha256": _sha256(source / WEIGHTS_FILE),
+            "weights_sha256": file_sha256(source / WEIGHTS_FILE),
         })
         manifests.seal(staging)
         manifests.install(staging, output)
@@ -362,9 +364,3 @@ def build_bundle(source: Path, output: Path, *, latent_space: str | None = None,
         raise
     log.info("built %s (%s, model id %s) from %s", output, space.name, manifest["model_id"], source)
     return manifest
-
-
-def _sha256(path: Path) -> str:
-    from .bundle import file_sha256
-
-    return file_sha256(path)

@@ -43,6 +43,11 @@ def cache_dir() -> Path | None:
     chosen = os.environ.get(CACHE_DIR_ENV)
     if chosen is not None:
         return None if chosen.strip().lower() in (CACHE_OFF, "") else Path(chosen)
+    return default_cache_dir()
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/sdlite, else ~/.cache/sdlite."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "sdlite"
 
