@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,7 +34,8 @@ ENV_OFFLINE = "SDLITE_OFFLINE"
 DEFAULT_HUB_URL = "https://huggingface.co"
 HUB_ORGANISATION = "madebyollin"
 REVISION = "main"
-TIMEOUT_S = 30.0
+TIMEOUT_S = 30.0  # per socket operation
+DEADLINE_S = 600.0  # per file, whatever the server's pace: 256 MB at under 0.5 MB/s is refused
 DOWNLOAD_LIMITS = {tae.CONFIG_FILE: tae.MAX_CONFIG_BYTES, tae.WEIGHTS_FILE: tae.MAX_WEIGHTS_BYTES}
 _CHUNK = 1 << 20
 
@@ -64,8 +66,10 @@ def _download(url: str, target: Path, limit: int, progress=None) -> None:
             declared = response.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise ModelNotFoundError(f"{url} announces {int(declared)} bytes, over the {limit} this file may have")
-            received = 0
+            received, deadline = 0, time.monotonic() + DEADLINE_S
             while chunk := response.read(_CHUNK):
+                if time.monotonic() > deadline:
+                    raise ModelNotFoundError(f"{url} took over {DEADLINE_S:g} s to send {received} bytes; refusing it")
                 received += len(chunk)
                 if received > limit:
                     raise ModelNotFoundError(f"{url} sent over {limit} bytes, more than this file may have; refusing it")

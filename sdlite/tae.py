@@ -113,6 +113,8 @@ def read_config(path: Path) -> dict:
     if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= MAX_LATENT_CHANNELS:
         raise BundleError(f"{where}: latent_channels must be an integer from 1 to {MAX_LATENT_CHANNELS}, got {channels!r}")
     checked["latent_channels"] = channels
+    named = config.get("_name_or_path")  # diffusers writes the hub id it loaded from (madebyollin/taef1)
+    checked["name_or_path"] = named if isinstance(named, str) and len(named) <= 200 else None
     return checked
 
 
@@ -293,12 +295,15 @@ def decoder_model(config: dict, weights: dict, space: spaces.LatentSpace):
 
 
 def resolve_space(folder: Path, config: dict, latent_space: str | None) -> spaces.LatentSpace:
-    """The latent space: the one named, else the folder's name (taesd3-diffusers -> sd3)."""
-    name = latent_space or space_of_name(folder.resolve().name)
+    """The latent space: the one named, else the folder's name (taesd3-diffusers -> sd3), else the hub id
+    its config.json records (a hub cache snapshot's folder is named by a revision)."""
+    name = latent_space or space_of_name(folder.resolve().name) or space_of_name(config.get("name_or_path"))
     if name is None:
         fits = [s.name for s in spaces.KNOWN if s.channels == config["latent_channels"]]
-        raise OptionError(f"cannot tell which latent space {folder} was trained for from its name; pass latent_space= "
-                          f"(--latent-space) with one of {', '.join(fits) or 'none known for its channel count'}")
+        raise OptionError(f"cannot tell which latent space {folder} was trained for from its name or config; name the folder "
+                          f"after its model ({', '.join(TINY_AUTOENCODERS)}, optionally with -diffusers), or build it with "
+                          f"sdlite.tae.build_bundle(folder, output, latent_space=...) choosing one of "
+                          f"{', '.join(fits) or 'none known for its channel count'}")
     space = spaces.by_name(name)
     if space.channels != config["latent_channels"]:
         raise BundleError(f"{folder} has {config['latent_channels']} latent channels but latent space {space.name} has {space.channels}")

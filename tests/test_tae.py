@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -310,3 +311,36 @@ def test_a_hub_cache_folder_of_links_builds(tmp_path):
         (snapshot / name).symlink_to(blobs / name)
     assert tae.is_tae_folder(snapshot)
     assert tae.build_bundle(snapshot, tmp_path / "built")["latent_space"]["name"] == "sd1"
+
+
+def test_a_snapshot_folder_takes_its_space_from_the_recorded_hub_id(tmp_path):
+    folder = write_tae_folder(tmp_path / "0123abcd", config={**TINY_CONFIG, "_name_or_path": "madebyollin/taesdxl"})
+    assert tae.build_bundle(folder, tmp_path / "built")["latent_space"]["name"] == "sdxl"
+
+
+class _SlowHub(_Hub):
+    """Sends its files 100 bytes at a time, 20 ms apart (a server that drips)."""
+
+    def copyfile(self, source, outputfile):
+        try:
+            while chunk := source.read(100):
+                outputfile.write(chunk)
+                outputfile.flush()
+                time.sleep(0.02)
+        except OSError:  # the client gave up
+            pass
+
+
+def test_a_dripping_download_is_cut_off(hub, cache, monkeypatch):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_SlowHub, directory=str(hub)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv(fetch.ENV_HUB_URL, f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setattr(fetch, "_CHUNK", 100)
+    monkeypatch.setattr(fetch, "DEADLINE_S", 0.3)
+    try:
+        with pytest.raises(ModelNotFoundError, match="took over 0.3 s"):
+            sdlite.load_model("taesd")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not (cache / "weights" / "taesd" / tae.WEIGHTS_FILE).exists()
