@@ -10,6 +10,7 @@ from .codec import compress, compress_latents, decompress, decompress_latents, i
 from .errors import (
     BitstreamError,
     BundleError,
+    DecoderNote,
     InvalidImageError,
     ModelMismatchError,
     ModelNotFoundError,
@@ -42,5 +43,6 @@ __all__ = [
     "BundleError",
     "ProviderError",
     "OptionError",
+    "DecoderNote",
     "__version__",
 ]

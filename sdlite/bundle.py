@@ -98,36 +98,45 @@ def available_models(folder: Path | None = None) -> list[str]:
 
 
 def resolve_model_path(model: str | os.PathLike | None) -> Path:
-    """model: a bundle path, a bundle name under the models folder, a TAE name (taesd, taesdxl, taesd3, taef1:
-    fetched and built once into the model cache, sdlite.fetch), a local AutoencoderTiny folder (built once into
-    the cache), or None ($SDLITE_MODEL, then the only bundle in the models folder)."""
+    """model: a bundle path, a bundle name under the models folder, a TAE release name (taesd, taesd@1.2, taesdxl,
+    taesd3, taef1: fetched from its pinned commit and built once into the model cache, sdlite.fetch), a local
+    AutoencoderTiny folder (built once into the cache), or None ($SDLITE_MODEL, then the only bundle in the
+    models folder, then the default release, taesd)."""
     if model is None:
         model = os.environ.get(ENV_MODEL) or None
     if model is None:
+        from .releases import DEFAULT_MODEL
+
         names = available_models()
         if len(names) == 1:
             return models_dir() / names[0]
-        if not names:
-            raise ModelNotFoundError(f"no model bundle found in {models_dir()}/ and ${ENV_MODEL} is not set; {EXPORT_HINT}")
-        raise ModelNotFoundError(
-            f"several bundles in {models_dir()}/: {', '.join(names)}; choose one with model= / --model or ${ENV_MODEL}"
-        )
+        model = DEFAULT_MODEL  # the pinned TAESD release: fetched once, then offline
+    from .codec_decoders import shipped
+
+    if str(model) in shipped():
+        raise ModelNotFoundError(f"{model} is a set of decoders trained for the codec (no encoder): decode with it "
+                                 f"(decompress(data, model={str(model)!r})); compress with its base model, e.g. taesd")
     path = Path(model)
     if path.is_dir() and is_bundle(path):
         return path
     named = models_dir() / str(model)
     if named.is_dir() and is_bundle(named):
         return named
-    from . import fetch, tae
+    from . import fetch, releases, tae
 
     if path.is_dir() and tae.is_tae_folder(path):
         return fetch.bundle_for_folder(path)
-    if not path.exists() and str(model) in tae.TINY_AUTOENCODERS:
+    if not path.exists() and releases.is_release_name(str(model)):
         return fetch.bundle_for_name(str(model))
     if path.is_dir():
         raise ModelNotFoundError(
             f"{path} is not a model bundle: it has neither {MANIFEST} nor vae_encoder/{MODEL_FILE} / vae_decoder/{MODEL_FILE}; {EXPORT_HINT}"
         )
+    from . import releases
+
+    close = releases.suggestion(str(model)) if not path.exists() else None
+    if close:
+        raise ModelNotFoundError(f"no model {model!r}: did you mean {close}?")
     known = available_models()
     choices = f" (bundles in {models_dir()}/: {', '.join(known)})" if known else ""
     raise ModelNotFoundError(f"no model bundle at {model!r}{choices}; {EXPORT_HINT}")

@@ -23,9 +23,10 @@ from PIL import Image
 
 from . import options as request_options
 from .bitstream import read_file, read_header_file, unpack
-from .bundle import AUTO_MODEL, choose_model, find_model
+from .bundle import AUTO_MODEL, choose_model
 from .codec import DECODER_MISMATCH, MAX_SEED, compress, decompress, describe, info
-from .errors import ModelNotFoundError, OptionError, SdliteError
+from . import codec_decoders
+from .errors import DecoderNote, ModelNotFoundError, OptionError, SdliteError
 from .model import load_model
 from .options import CompressOptions
 from .scheduler import DEFAULT_STEPS
@@ -35,6 +36,8 @@ OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP
                   ".ppm": "PPM"}
 """Decompressed images are written in the format their name asks for (an unknown extension is refused)."""
 SDZ_SUFFIX = ".sdz"
+DECODED_SUFFIX = ".decoded.png"
+"""Decoded outputs are named NAME.decoded.png by default: never the original's name (photo.png -> photo.sdz -> photo.decoded.png)."""
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -210,6 +213,9 @@ def _cmd_compress(args) -> int:
         raise OptionError(f"--bpp must be a number of bits per pixel above 0 and at most 24, got {args.bpp}")
     if args.bpp is not None and (args.target_bytes is not None or args.quality is not None):
         raise OptionError("--bpp sets each image's size: give it without --target-bytes or --quality")
+    if args.output and Path(args.output).suffix.lower() != SDZ_SUFFIX:
+        raise OptionError(f"compress writes .sdz streams: name the output NAME{SDZ_SUFFIX}, not {Path(args.output).name!r} "
+                          "(to get a picture in another format, decompress with -o NAME.png/.webp/...)")
     automatic = args.model == AUTO_MODEL
     if automatic and args.bpp is None and args.target_bytes is None:
         raise OptionError(f"--model {AUTO_MODEL} chooses the bundle by rate: give --bpp or --target-bytes")
@@ -295,26 +301,28 @@ def _cmd_decompress(args) -> int:
         raise OptionError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
     if args.steps < 1:
         raise OptionError(f"--steps must be at least 1, got {args.steps}")
-    targets = _targets(files, args, ".png")
+    targets = _targets(files, args, DECODED_SUFFIX)
     unknown = sorted({t.suffix or "(none)" for t in targets if t.suffix.lower() not in OUTPUT_FORMATS})
     if unknown:
         raise OptionError(f"cannot write images named {', '.join(unknown)}; name outputs with one of {', '.join(OUTPUT_FORMATS)}")
     preview = load_model(args.preview, providers=args.providers, threads=args.threads) if args.preview else None
-    automatic = preview is None and args.model == AUTO_MODEL
-    model = None if preview is not None or automatic else load_model(args.model, providers=args.providers, threads=args.threads)
-
-    found: dict = {}
+    automatic = preview is None and args.model in (None, AUTO_MODEL)  # the decoder each stream names (sdlite.registry)
+    model = None if preview is not None or automatic else args.model
+    if model is not None and not codec_decoders.shipped().get(model):
+        model = load_model(model, providers=args.providers, threads=args.threads)  # a missing model is a usage error before any work
 
     def work(source: Path, target: Path):
         data = read_file(source, max_pixels=args.max_pixels)  # a regular file, read no further than its header justifies
-        chosen = model
-        if automatic:  # the bundle in models/ that made the stream
-            header, _ = unpack(data, max_pixels=args.max_pixels)
-            if header.model_id not in found:
-                found[header.model_id] = load_model(find_model(header.model_id), providers=args.providers, threads=args.threads)
-            chosen = found[header.model_id]
-        image = decompress(data, model=chosen, preview=preview, decoder_mismatch=args.decoder_mismatch, denoise=args.denoise,
-                           denoise_steps=args.steps, seed=args.seed, max_pixels=args.max_pixels, tile=args.tile)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DecoderNote)
+            image = decompress(data, model=model, preview=preview, decoder_mismatch=args.decoder_mismatch, denoise=args.denoise,
+                               denoise_steps=args.steps, seed=args.seed, max_pixels=args.max_pixels, tile=args.tile,
+                               providers=args.providers, threads=args.threads)
+        for note in caught:
+            if issubclass(note.category, DecoderNote):
+                print(f"note: {source.name}: {note.message}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
         buffer = io.BytesIO()
         image.save(buffer, format=OUTPUT_FORMATS[target.suffix.lower()])
         size = write_atomic(target, lambda f: f.write(buffer.getvalue()), force=args.force)
@@ -334,17 +342,32 @@ def bundle_summary(path: Path) -> dict:
             "latent_channels": bundle.latent_channels, "downsample_factor": bundle.downsample_factor}
 
 
+def tae_folder_summary(path: Path) -> dict:
+    """What `info` prints for a diffusers AutoencoderTiny folder: its latent space and the model id its bundle will have."""
+    from . import manifest as manifests
+    from . import tae
+
+    config = tae.read_config(path)
+    space = tae.resolve_space(path, config, None)
+    tae.read_regular_size_check(path / tae.WEIGHTS_FILE)
+    weights = tae.read_safetensors(path / tae.WEIGHTS_FILE)
+    model_id = manifests.weights_model_id(weights.items(), space=space.name, scaling=space.scaling_factor, shift=space.shift_factor)
+    return {"folder": str(path), "kind": "AutoencoderTiny", "model_id": model_id, "latent_space": space.name,
+            "latent_channels": config["latent_channels"], "downsample_factor": space.factor, "tensors": len(weights)}
+
+
 def _cmd_info(args) -> int:
     from .bundle import is_bundle
+    from .tae import is_tae_folder
 
-    bundles = [Path(p) for p in args.inputs if Path(p).is_dir() and is_bundle(Path(p))]
+    bundles = [Path(p) for p in args.inputs if Path(p).is_dir() and (is_bundle(Path(p)) or is_tae_folder(Path(p)))]
     files = expand_inputs([p for p in args.inputs if Path(p) not in bundles], {SDZ_SUFFIX})
     if not files and not bundles:
         raise OptionError("no .sdz inputs or model bundles found")
     status = EXIT_OK
     for bundle in bundles:
         try:
-            print(json.dumps(bundle_summary(bundle)))
+            print(json.dumps(tae_folder_summary(bundle) if is_tae_folder(bundle) and not is_bundle(bundle) else bundle_summary(bundle)))
         except (SdliteError, OSError) as exc:
             print(f"{bundle}: error: {exc}", file=sys.stderr)
             status = EXIT_FAILED
@@ -359,8 +382,11 @@ def _cmd_info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="sdlite", description="Image codec in Stable Diffusion's latent space.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    parser.add_argument("--version", action="version", version=f"sdlite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def verbose(p):  # -v also after the subcommand (SUPPRESS: absent there, the top-level value stands)
@@ -369,9 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p):
         p.add_argument("inputs", nargs="+", help="files or folders")
         verbose(p)
-        p.add_argument("--model", help="bundle path or name under models/, a TAE name (taesd, taesdxl, taesd3, taef1: fetched once "
-                                       "and built without torch), or a local AutoencoderTiny folder (default: $SDLITE_MODEL, else "
-                                       f"the only bundle in models/); {AUTO_MODEL}: the bundle in models/ best at each image's rate")
+        p.add_argument("--model", help="bundle path or name under models/, a TAE release (taesd, taesd@1.2, taesdxl, taesd3, taef1: "
+                                       "fetched once from a pinned commit and built without torch), or a local AutoencoderTiny "
+                                       "folder. compress: default $SDLITE_MODEL, else the only bundle in models/, else taesd; "
+                                       f"{AUTO_MODEL}: the bundle in models/ best at each image's rate. decompress: default the "
+                                       "decoder the stream names, or one trained for the codec (taesd-codec), or its space's default")
         p.add_argument("--providers", nargs="+", help="onnxruntime providers, e.g. CPUExecutionProvider (default: CUDA if available, else CPU)")
         p.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
         out = p.add_mutually_exclusive_group()
@@ -391,8 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(d)
     request_options.add_arguments(d, compress=False)
     d.add_argument("--preview", metavar="MODEL", help="decode with this small decoder of the stream's latent space, no U-Net (e.g. a TAESD bundle)")
-    d.add_argument("--decoder-mismatch", choices=DECODER_MISMATCH, default="error",
-                   help="allow: decode with --model although another model of the same latent space encoded the stream (default error)")
+    d.add_argument("--decoder-mismatch", choices=DECODER_MISMATCH,
+                   help="error: only the stream's own decoder (found by its model id, or --model); allow: another decoder of the "
+                        "stream's latent space may decode it. Default: allow without --model (a note says when another decoder "
+                        "stood in), error with --model")
     d.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=None, help="run the U-Net denoising steps (default: when the bundle has a U-Net)")
     d.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"U-Net steps when denoising (default {DEFAULT_STEPS})")
     d.add_argument("--seed", type=int, default=0, help="noise seed for denoising (default 0)")

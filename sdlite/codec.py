@@ -10,9 +10,9 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from . import bitstream, images, methods
+from . import bitstream, codec_decoders, images, methods, registry
 from . import latent_space as spaces
-from .errors import ModelMismatchError, OptionError
+from .errors import DecoderNote, ModelMismatchError, OptionError
 from .model import Model, load_model
 from .options import DEFAULT_EFFORT, DEFAULT_METHOD, CompressOptions
 from .resolution import AUTO, MAX_AUTO_SCALE, choose_scale, scale_byte
@@ -22,6 +22,7 @@ from .tiling import DEFAULT_TILE
 log = logging.getLogger("sdlite")
 
 DECODER_MISMATCH = ("error", "allow")
+_WARNED_PAIRS_KEPT = 256  # pairs warned about once; the set is emptied when full (a warning may then repeat)
 MAX_SEED = 2**63 - 1
 _warned_pairs: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
@@ -284,6 +285,8 @@ def _check_decoder(header: bitstream.Header, decoder: Model, *, preview: bool, d
         )
     pair = (header.model_id, decoder.model_id)
     with _warned_lock:
+        if len(_warned_pairs) >= _WARNED_PAIRS_KEPT:
+            _warned_pairs.clear()
         first = pair not in _warned_pairs
         _warned_pairs.add(pair)
     if first:
@@ -294,12 +297,49 @@ def _check_decoder(header: bitstream.Header, decoder: Model, *, preview: bool, d
         )
 
 
+def stream_step(header: bitstream.Header) -> float | None:
+    """How coarse a stream is: the entropy method's base quantization step in coding units (the same meaning in
+    every latent space); None for the palette method."""
+    if methods.by_id(header.method).name != "entropy":
+        return None
+    from .methods.entropy import params as entropy_params
+    from .methods.entropy.transform import STEP_SCALE
+
+    return entropy_params.parse(header.params, header.latent_shape, header.version).step_q / STEP_SCALE
+
+
+def _named_set(model) -> codec_decoders.DecoderSet | None:
+    return codec_decoders.shipped().get(model) if isinstance(model, str) else None
+
+
+def choose_decoder(header: bitstream.Header, model, decoder_mismatch: str, *, providers=None, threads=None) -> tuple[Model, bool]:
+    """The decoder for a parsed stream and whether it stands in for the stream's own (no mismatch check then):
+    the model given, a shipped decoder set's band for the stream's step (model="taesd-codec"), or, with no
+    model, the one sdlite.registry finds (a note when it is not the stream's own)."""
+    named = _named_set(model)
+    if named is not None:
+        stream_space = spaces.by_id(header.latent_space)
+        if stream_space is None or stream_space.name != named.latent_space:
+            raise ModelMismatchError(f"{named.name} decodes latent space {named.latent_space}; the stream's space is "
+                                     f"{stream_space.name if stream_space else 'unknown'}")
+        step = stream_step(header)
+        band = named.band_for(step) or named.nearest(step)
+        return load_model(band.path, providers=providers, threads=threads), True
+    if model is not None:
+        return load_model(model, providers=providers, threads=threads), False
+    choice = registry.choose_decoder(header.model_id, header.latent_space, stream_step(header), strict=decoder_mismatch == "error")
+    if choice.note:
+        warnings.warn(choice.note, DecoderNote, stacklevel=3)
+    log.info("decoding a stream of model %s with %s (%s)", header.model_id, choice.model, choice.reason)
+    return load_model(choice.model, providers=providers, threads=threads), choice.reason != "own"
+
+
 def decompress(
     data: bytes,
     *,
     model: Model | str | None = None,
     preview: Model | str | None = None,
-    decoder_mismatch: str = "error",
+    decoder_mismatch: str | None = None,
     denoise: bool | None = None,
     denoise_strength: float = DEFAULT_STRENGTH,
     denoise_steps: int = DEFAULT_STEPS,
@@ -311,19 +351,28 @@ def decompress(
 ) -> Image.Image:
     """.sdz bytes -> PIL RGB image of the original size.
 
+    model: None (the default) finds the decoder itself: a decoder trained for the codec (shipped with sdlite,
+    e.g. taesd-codec for SD 1.x) where one was trained for the stream's coarseness, else the bundle whose model
+    id the stream names (the models folder, the cache, the shipped decoders), else its latent space's default
+    decoder with a DecoderNote warning. A name of a shipped set ("taesd-codec") picks its band by the stream.
     preview: a bundle (path, name or Model) of the stream's latent space whose VAE decoder decodes it
     instead of `model`, without U-Net denoising: the fast path for thumbnails (e.g. TAESD for SD 1.x).
-    decoder_mismatch: "error" (the default) refuses a model other than the encoder's; "allow" decodes
-    with another model of the same latent space and warns once. denoise: run the bundle's U-Net for
-    denoise_steps DDIM steps from denoise_strength (default: when the bundle has a U-Net). seed fixes
-    the noise of that step, so decoding is reproducible. tile: latents over this many cells a side go
+    decoder_mismatch: "error" refuses any decoder but the encoder's (with no model: only the stream's own
+    decoder, found by id); "allow" decodes with another model of the same latent space and warns once;
+    None (the default) is "allow" when no model is given and "error" when one is. denoise: run the bundle's
+    U-Net for denoise_steps DDIM steps from denoise_strength (default: when the bundle has a U-Net). seed
+    fixes the noise of that step, so decoding is reproducible. tile: latents over this many cells a side go
     through the U-Net and the VAE decoder by overlapping tiles (None: never)."""
-    if decoder_mismatch not in DECODER_MISMATCH:
+    if decoder_mismatch is not None and decoder_mismatch not in DECODER_MISMATCH:
         raise OptionError(f"decoder_mismatch must be one of {', '.join(DECODER_MISMATCH)}, got {decoder_mismatch!r}")
     seed = _check_seed(seed)
     header, payload = bitstream.unpack(data, max_pixels=max_pixels)
-    decoder = load_model(preview if preview is not None else model, providers=providers, threads=threads)
-    _check_decoder(header, decoder, preview=preview is not None, decoder_mismatch=decoder_mismatch)
+    if preview is not None:
+        decoder, stands_in = load_model(preview, providers=providers, threads=threads), True
+    else:
+        mismatch = decoder_mismatch or ("allow" if model is None else "error")
+        decoder, stands_in = choose_decoder(header, model, mismatch, providers=providers, threads=threads)
+    _check_decoder(header, decoder, preview=stands_in, decoder_mismatch=decoder_mismatch or "error")
     latents = methods.by_id(header.method).decode(header.params, payload, header.latent_shape, header.version)[None]
     if denoise is None:
         denoise = decoder.has_unet and preview is None

@@ -11,6 +11,7 @@ __all__ = [
     "BundleError",
     "ProviderError",
     "OptionError",
+    "DecoderNote",
 ]
 
 
@@ -44,3 +45,7 @@ class ProviderError(SdliteError, RuntimeError):
 
 class OptionError(SdliteError, ValueError):
     """An option has an invalid value; the message lists the valid choices."""
+
+
+class DecoderNote(UserWarning):
+    """A stream was decoded by another decoder of its latent space than the one that made it (a one-line note)."""

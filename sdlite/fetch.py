@@ -1,29 +1,37 @@
-"""TAE models by name: `model="taesd"` (or taesdxl, taesd3, taef1) fetches the published weights once
-(5-10 MB: config.json and diffusion_pytorch_model.safetensors of madebyollin/NAME) into the model cache,
-builds the bundle there with sdlite.tae (numpy + onnx, no torch), and uses it from then on; a local
-AutoencoderTiny folder given as the model is built into the same cache. As rembg and fastembed do with
-their models.
+"""TAE models by name: `model="taesd"` (or taesd@1.2, taesdxl, taesd3, taef1) fetches the pinned release's
+two .pth files once (5 MB) into the model cache, checks each against its git blob hash (sdlite.releases),
+reads them without torch (sdlite.pth), builds the bundle there with sdlite.tae, and uses it from then on; a
+local AutoencoderTiny folder given as the model is built into the same cache. As rembg and fastembed do.
 
-The cache is $SDLITE_CACHE_DIR, else $XDG_CACHE_HOME/sdlite, else ~/.cache/sdlite. The hub is
-$SDLITE_HUB_URL (a mirror, or a local server in the tests), else https://huggingface.co. Nothing is
+Why not huggingface_hub: the pinned source is the weights' own git repository (GitHub), whose files are
+checked here against hashes sdlite ships, so neither the hub's moving `main` nor the server is trusted;
+and the runtime keeps to numpy, Pillow, onnx and onnxruntime (huggingface_hub brings requests, tqdm,
+fsspec and its own cache rules). What it would give, this module does: a lock so that one process builds
+while the others wait, nothing named final before it is verified, mirrors ($SDLITE_HUB_URL).
+
+The cache is $SDLITE_CACHE_DIR, else $XDG_CACHE_HOME/sdlite, else ~/.cache/sdlite; it must belong to this
+user and be writable by no one else. The source is $SDLITE_HUB_URL (a mirror serving
+/madebyollin/taesd/raw/COMMIT/FILE, or a local server in the tests), else https://github.com. Nothing is
 downloaded when $SDLITE_OFFLINE or $HF_HUB_OFFLINE is set; the error then names the local ways.
-Downloads are size-bounded and written atomically; what arrives is checked like any other untrusted
-file by sdlite.tae before anything is built from it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import tae, verified
-from .errors import ModelNotFoundError, SdliteError
+from . import latent_space as spaces
+from . import pth, releases, tae, verified
+from .errors import BundleError, ModelNotFoundError, SdliteError
 
 log = logging.getLogger("sdlite")
 progress_log = logging.getLogger("sdlite.progress")  # the CLI shows these without -v
@@ -31,13 +39,14 @@ progress_log = logging.getLogger("sdlite.progress")  # the CLI shows these witho
 ENV_CACHE_DIR = verified.CACHE_DIR_ENV  # one cache folder for hash records, fetched weights and built bundles
 ENV_HUB_URL = "SDLITE_HUB_URL"
 ENV_OFFLINE = "SDLITE_OFFLINE"
-DEFAULT_HUB_URL = "https://huggingface.co"
+DEFAULT_HUB_URL = "https://github.com"
 HUB_ORGANISATION = "madebyollin"
-REVISION = "main"
 TIMEOUT_S = 30.0  # per socket operation
-DEADLINE_S = 600.0  # per file, whatever the server's pace: 256 MB at under 0.5 MB/s is refused
-DOWNLOAD_LIMITS = {tae.CONFIG_FILE: tae.MAX_CONFIG_BYTES, tae.WEIGHTS_FILE: tae.MAX_WEIGHTS_BYTES}
-_CHUNK = 1 << 20
+DEADLINE_S = 600.0  # per file, whatever the server's pace: each read is bounded, and the deadline checked after it
+MAX_PTH_BYTES = 64 << 20  # the published .pth files are 2.4-2.7 MB
+_CHUNK = 1 << 16
+OWN_FOLDERS = ("weights", "built", "locks")
+"""What sdlite puts in the cache besides the bundles named by release (taesd@1.3, ...) and verified's records."""
 
 
 def cache_dir() -> Path:
@@ -46,89 +55,191 @@ def cache_dir() -> Path:
     return verified.cache_dir() or verified.default_cache_dir()
 
 
+def check_owned(folder: Path) -> None:
+    """Refuse a cache folder another user owns or may write: a bundle planted there would run as ours."""
+    try:
+        info = folder.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise BundleError(f"cannot inspect {folder}: {exc}") from None
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise BundleError(f"{folder} is not a plain folder; sdlite keeps its model cache in plain folders")
+    if info.st_uid != os.getuid():
+        raise BundleError(f"{folder} belongs to user {info.st_uid}, not to you ({os.getuid()}): sdlite uses no model another "
+                          f"user could have planted; point ${ENV_CACHE_DIR} at a folder of your own")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise BundleError(f"{folder} may be written by other users (mode {stat.S_IMODE(info.st_mode):o}); "
+                          f"`chmod go-w {folder}` or point ${ENV_CACHE_DIR} at a folder of your own")
+
+
+def _checked_cache(*parts: str) -> Path:
+    root = cache_dir()
+    check_owned(root)
+    folder = root.joinpath(*parts)
+    for level in [root.joinpath(*parts[: i + 1]) for i in range(len(parts))]:
+        check_owned(level)
+    return folder
+
+
 def offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in (ENV_OFFLINE, "HF_HUB_OFFLINE"))
 
 
 def local_ways(name: str) -> str:
-    return (f"offline, pass a local AutoencoderTiny folder as the model (config.json + {tae.WEIGHTS_FILE}, such as "
-            f"../shared/models/{name}-diffusers or a copy of the hub's {HUB_ORGANISATION}/{name}), put those two files in "
-            f"{cache_dir() / 'weights' / name}/, point ${ENV_HUB_URL} at a mirror, or export a bundle with "
-            f"`python -m export --vae PATH --output models/{name}`")
+    return (f"offline, give --model a local AutoencoderTiny folder (e.g. ../shared/models/{name}-diffusers) "
+            f"or set ${ENV_HUB_URL} to a mirror of {releases.REPOSITORY}")
 
 
-def _download(url: str, target: Path, limit: int, progress=None) -> None:
-    """url -> target, refusing more than `limit` bytes; the file appears only when whole."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-", suffix=".part")
+@contextlib.contextmanager
+def build_lock(name: str):
+    """An exclusive lock per cached thing: one process fetches and builds while the others wait for it."""
+    folder = _checked_cache("locks")
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(folder / f"{name}.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def download(url: str, limit: int, *, expected_blob: str | None = None, progress=None) -> bytes:
+    """The bytes at url, refused (nothing kept) unless whole: at most `limit` bytes, exactly the announced
+    Content-Length, no content encoding, every read bounded by the time left before DEADLINE_S, and, when
+    given, the git blob hash expected."""
+    deadline = time.monotonic() + DEADLINE_S
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "identity"})
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310 - http(s) only, checked by the caller
+        encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            raise ModelNotFoundError(f"{url} came {encoding}-encoded; sdlite asked for the file as it is")
+        declared = response.headers.get("Content-Length")
+        declared = int(declared) if declared is not None and declared.strip().isdigit() else None
+        if declared is not None and declared > limit:
+            raise ModelNotFoundError(f"{url} announces {declared} bytes, over the {limit} this file may have")
+        sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+        parts, received = [], 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ModelNotFoundError(f"{url} took over {DEADLINE_S:g} s to send {received} bytes; refusing it")
+            if sock is not None:
+                sock.settimeout(max(0.01, min(TIMEOUT_S, left)))  # a server dripping bytes cannot outlast the deadline
+            try:
+                chunk = response.read1(_CHUNK)
+            except TimeoutError:
+                if time.monotonic() < deadline:
+                    raise
+                raise ModelNotFoundError(f"{url} took over {DEADLINE_S:g} s to send {received} bytes; refusing it") from None
+            if not chunk:
+                break
+            received += len(chunk)
+            if received > limit:
+                raise ModelNotFoundError(f"{url} sent over {limit} bytes, more than this file may have; refusing it")
+            parts.append(chunk)
+            if progress:
+                progress(url.rsplit("/", 1)[-1], received, declared)
+    data = b"".join(parts)
+    if declared is not None and len(data) != declared:
+        raise ModelNotFoundError(f"{url} announced {declared} bytes but sent {len(data)} (a dropped connection?); nothing was kept")
+    if expected_blob is not None and releases.git_blob_sha1(data) != expected_blob:
+        raise ModelNotFoundError(f"{url} is not the pinned file (git blob {releases.git_blob_sha1(data)}, expected {expected_blob}); "
+                                 "nothing was kept")
+    return data
+
+
+def _write_verified(folder: Path, name: str, data: bytes) -> None:
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:  # noqa: S310 - http(s) only, checked below
-            declared = response.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise ModelNotFoundError(f"{url} announces {int(declared)} bytes, over the {limit} this file may have")
-            received, deadline = 0, time.monotonic() + DEADLINE_S
-            while chunk := response.read(_CHUNK):
-                if time.monotonic() > deadline:
-                    raise ModelNotFoundError(f"{url} took over {DEADLINE_S:g} s to send {received} bytes; refusing it")
-                received += len(chunk)
-                if received > limit:
-                    raise ModelNotFoundError(f"{url} sent over {limit} bytes, more than this file may have; refusing it")
-                out.write(chunk)
-                if progress:
-                    progress(target.name, received, int(declared) if declared and declared.isdigit() else None)
-        os.replace(temporary, target)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(temporary, folder / name)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
-def fetch_weights(name: str, *, progress=None) -> Path:
-    """The folder holding NAME's config.json and safetensors in the cache, downloaded if absent."""
-    if name not in tae.TINY_AUTOENCODERS:
-        raise ModelNotFoundError(f"unknown TAE model {name!r}; choose one of {', '.join(tae.TINY_AUTOENCODERS)}")
-    folder = cache_dir() / "weights" / name
-    if all((folder / f).is_file() for f in DOWNLOAD_LIMITS):
+def fetch_release(release: releases.Release, *, progress=None) -> Path:
+    """The folder holding the release's two .pth files in the cache, each verified against its pinned blob hash
+    (a cached file that no longer matches is fetched again)."""
+    folder = _checked_cache("weights", release.label)
+    missing = []
+    for pinned in (release.encoder, release.decoder):
+        path = folder / pinned.file
+        if path.is_file() and path.stat().st_size <= MAX_PTH_BYTES and releases.git_blob_sha1(path.read_bytes()) == pinned.blob:
+            continue
+        missing.append(pinned)
+    if not missing:
         return folder
     if offline():
-        raise ModelNotFoundError(f"model {name!r} is not in the cache and downloads are off (${ENV_OFFLINE} / $HF_HUB_OFFLINE); "
-                                 + local_ways(name))
+        raise ModelNotFoundError(f"{release.label} is not in the cache and downloads are off (${ENV_OFFLINE}); " + local_ways(release.name))
     base = (os.environ.get(ENV_HUB_URL) or DEFAULT_HUB_URL).rstrip("/")
     if not base.startswith(("https://", "http://")):
         raise ModelNotFoundError(f"${ENV_HUB_URL} must be an http(s) URL, got {base!r}")
-    progress_log.info("fetching %s/%s (config.json and %s, 5-10 MB) into %s", HUB_ORGANISATION, name, tae.WEIGHTS_FILE, folder)
-    for file, limit in DOWNLOAD_LIMITS.items():
-        url = f"{base}/{HUB_ORGANISATION}/{name}/resolve/{REVISION}/{file}"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    progress_log.info("fetching %s (%s, pinned commits) into %s", release.label, ", ".join(p.file for p in missing), folder)
+    for pinned in missing:
+        url = f"{base}/{releases.REPOSITORY}/raw/{pinned.commit}/{pinned.file}"
         try:
-            _download(url, folder / file, limit, progress)
+            data = download(url, MAX_PTH_BYTES, expected_blob=pinned.blob, progress=progress)
+        except ModelNotFoundError as exc:
+            raise ModelNotFoundError(f"{exc}; the next run fetches it again") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
-            raise ModelNotFoundError(f"cannot fetch {url} ({type(exc).__name__}: {reason}); " + local_ways(name)) from None
+            raise ModelNotFoundError(f"cannot fetch {release.label} from {base} ({reason}); " + local_ways(release.name)) from None
+        _write_verified(folder, pinned.file, data)
     return folder
 
 
-def bundle_for_name(name: str, *, progress=None) -> Path:
-    """The cached bundle of a TAE model name, fetched and built on first use."""
-    bundle = cache_dir() / name
+def bundle_for_name(model: str, *, progress=None) -> Path:
+    """The cached bundle of a TAE release ("taesd", "taesd@1.2"), fetched and built on first use; concurrent
+    first uses wait for one build."""
+    release = releases.lookup(model)
+    bundle = _checked_cache(release.label)
     if (bundle / "manifest.json").is_file():
         return bundle
-    folder = fetch_weights(name, progress=progress)
-    origin = {"kind": "hub", "model": f"{HUB_ORGANISATION}/{name}", "revision": REVISION, "vae": None}
-    _build(folder, bundle, tae.TINY_AUTOENCODERS[name], origin)
+    with build_lock(release.label):
+        if (bundle / "manifest.json").is_file():  # another process built it while we waited
+            return bundle
+        try:
+            space = spaces.by_name(release.space)
+        except SdliteError:
+            raise ModelNotFoundError(f"{release.label} is a model of latent space {release.space}, which this sdlite cannot build yet") from None
+        folder = fetch_release(release, progress=progress)
+        encoder = pth.read_state_dict(folder / release.encoder.file, max_bytes=MAX_PTH_BYTES)
+        decoder = pth.read_state_dict(folder / release.decoder.file, max_bytes=MAX_PTH_BYTES)
+        weights = tae.from_original_layout(encoder, decoder)
+        config = {**tae.STANDARD_CONFIG, "latent_channels": space.channels}
+        origin = {"kind": "release", "model": f"{releases.REPOSITORY}", "release": release.label,
+                  "encoder": {"file": release.encoder.file, "commit": release.encoder.commit, "git_blob": release.encoder.blob},
+                  "decoder": {"file": release.decoder.file, "commit": release.decoder.commit, "git_blob": release.decoder.blob}}
+        progress_log.info("building the ONNX bundle %s from %s (numpy + onnx, once)", bundle, release.label)
+        try:
+            tae.build_from_weights(config, weights, space, bundle, origin=origin, described=release.label)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(f"cannot build {release.label} into {bundle}: {type(exc).__name__}: {exc}"[:400]) from None
     return bundle
 
 
 def bundle_for_folder(folder: Path, *, latent_space: str | None = None) -> Path:
     """The cached bundle of a local AutoencoderTiny folder, built on first use (keyed by the weights' hash,
     so a changed folder gets a new bundle)."""
-    digest = _weights_digest(Path(folder) / tae.WEIGHTS_FILE)[:16]
+    weights = Path(folder) / tae.WEIGHTS_FILE
+    tae.read_regular_size_check(weights)  # an oversized file is refused before it is hashed
+    digest = _weights_digest(weights)[:16]
     config = tae.read_config(Path(folder))
     space = tae.resolve_space(Path(folder), config, latent_space)
-    bundle = cache_dir() / "built" / f"{space.name}-{digest}"
+    name = f"{space.name}-{digest}"
+    bundle = _checked_cache("built", name)
     if not (bundle / "manifest.json").is_file():
-        _build(Path(folder), bundle, space.name, None)
+        with build_lock(name):
+            if not (bundle / "manifest.json").is_file():
+                _build(Path(folder), bundle, space.name, None)
     return bundle
 
 
+_DIGESTS_KEPT = 64
 _digests: dict[tuple, str] = {}
 
 
@@ -139,8 +250,14 @@ def _weights_digest(path: Path) -> str:
 
     key = (os.path.realpath(path), file_identity(path))
     if key not in _digests:
+        if len(_digests) >= _DIGESTS_KEPT:
+            _digests.clear()
         _digests[key] = file_sha256(path)
     return _digests[key]
+
+
+def forget_digests() -> None:
+    _digests.clear()
 
 
 def _build(source: Path, bundle: Path, space: str, origin) -> None:
@@ -155,6 +272,25 @@ def _build(source: Path, bundle: Path, space: str, origin) -> None:
         raise ModelNotFoundError(f"building a TAE bundle needs the onnx package ({exc}); pip install onnx") from None
 
 
+def cached_bundles() -> list[Path]:
+    """Every bundle sdlite fetched or built in the cache (release names and built folders)."""
+    root = cache_dir()
+    found = []
+    for folder in [root / "built"] + [root]:
+        if not folder.is_dir():
+            continue
+        for child in sorted(folder.iterdir()):
+            if child.is_dir() and not child.name.startswith(".") and (child / "manifest.json").is_file():
+                found.append(child)
+    return found
+
+
 def clear_downloads() -> None:
-    """Remove the cache (weights and built bundles)."""
-    shutil.rmtree(cache_dir(), ignore_errors=True)
+    """Remove what sdlite fetched and built in the cache (weights, release bundles, built folders), nothing else."""
+    root = cache_dir()
+    check_owned(root)
+    names = set(OWN_FOLDERS) | {r.label for r in releases.RELEASES.values()}
+    for name in names:
+        target = root / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)

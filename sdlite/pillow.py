@@ -3,15 +3,16 @@ as pillow-heif and pillow-jxl-plugin do for theirs.
 
     import sdlite.pillow
     from PIL import Image
-    sdlite.pillow.set_model("models/taesd")   # else $SDLITE_MODEL or the only bundle in models/
+    sdlite.pillow.set_model("models/taesd")   # optional: else decoding finds the stream's decoder, saving uses taesd
     with Image.open("photo.sdz") as im:         # reads the header only: size, mode, info
         im.thumbnail((256, 256))                # decodes on first use of the pixels
     Image.open("photo.png").save("photo.sdz", quality=60)          # or target_bytes=, method=, model=, effort=
 
 Opening reads the header and no more of the file than the header's shape justifies (no model, no
 decoding), and refuses images over max_pixels (set_max_pixels; default sdlite.DEFAULT_MAX_PIXELS) as
-`decompress` does; `load()` decodes with the model set by set_model(), else the one `decompress` would
-find. A corrupt stream raises Pillow's usual errors (PIL.UnidentifiedImageError on open, OSError on
+`decompress` does; `load()` decodes with the model set by set_model(), else the decoder `decompress`
+finds for the stream with no model named (its own by model id, a shipped one trained for the codec, or its
+latent space's default). A corrupt stream raises Pillow's usual errors (PIL.UnidentifiedImageError on open, OSError on
 load) that are also sdlite errors carrying sdlite's message.
 
 Saving compresses before the target file is touched: Pillow opens (and empties) a named target before
@@ -110,7 +111,9 @@ class SdzImageFile(ImageFile.ImageFile):
     def load(self):
         if not self._decoded and self._stream is not None:
             try:
-                picture = decompress(self._stream, model=_current_model(), max_pixels=_max_pixels)
+                with _model_lock:
+                    chosen = _model  # None: decompress finds the decoder the stream names (sdlite.registry)
+                picture = decompress(self._stream, model=chosen, max_pixels=_max_pixels)
             except ModelNotFoundError:
                 raise
             except SdliteError as exc:

@@ -136,29 +136,33 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     if not isinstance(header, dict):
         raise BundleError(f"{path}: the safetensors header is not a JSON object")
     body = memoryview(data)[8 + header_size:]
-    tensors, spans = {}, []
+    entries = []
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        if not isinstance(entry, dict) or entry.get("dtype") not in SAFETENSORS_DTYPES:
-            raise BundleError(f"{path}: tensor {name!r} has dtype {entry.get('dtype') if isinstance(entry, dict) else entry!r}; "
+        dtype_name = entry.get("dtype") if isinstance(entry, dict) else None
+        if not isinstance(dtype_name, str) or dtype_name not in SAFETENSORS_DTYPES:
+            raise BundleError(f"{path}: tensor {name!r} has dtype {dtype_name if isinstance(entry, dict) else entry!r}; "
                               f"sdlite reads {', '.join(SAFETENSORS_DTYPES)}"[:300])
         shape, offsets = entry.get("shape"), entry.get("data_offsets")
-        dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+        dtype = SAFETENSORS_DTYPES[dtype_name]
         if (not isinstance(shape, list) or len(shape) > 8 or not all(isinstance(s, int) and 0 <= s <= 1 << 30 for s in shape)
                 or not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
                 or not 0 <= offsets[0] <= offsets[1] <= len(body)
                 or offsets[1] - offsets[0] != math.prod(shape) * dtype.itemsize):
             raise BundleError(f"{path}: tensor {name!r} has an inconsistent shape or data offsets")
-        spans.append((offsets[0], offsets[1], name))
-        raw = np.frombuffer(body[offsets[0]:offsets[1]], dtype=dtype)
-        if entry["dtype"] == "BF16":
-            raw = (raw.astype(np.uint32) << 16).view(np.float32)
-        tensors[name] = raw.astype(np.float32).reshape(shape)
-    spans.sort()
-    for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+        entries.append((offsets[0], offsets[1], name, dtype_name, shape))
+    entries.sort()
+    # overlaps are refused before anything is copied: the cost is bounded by the file's size, not the header's claims
+    for (_, end, first, *_), (start, _, second, *_) in zip(entries, entries[1:]):
         if start < end:
             raise BundleError(f"{path}: tensors {first!r} and {second!r} overlap")
+    tensors = {}
+    for start, end, name, dtype_name, shape in entries:
+        raw = np.frombuffer(body[start:end], dtype=SAFETENSORS_DTYPES[dtype_name])
+        if dtype_name == "BF16":
+            raw = (raw.astype(np.uint32) << 16).view(np.float32)
+        tensors[name] = raw.astype(np.float32).reshape(shape)
     return tensors
 
 
@@ -312,20 +316,49 @@ def resolve_space(folder: Path, config: dict, latent_space: str | None) -> space
 
 def build_bundle(source: Path, output: Path, *, latent_space: str | None = None, origin: dict | None = None) -> dict:
     """Build the bundle of the AutoencoderTiny folder `source` at `output` (replaced once whole); return its manifest."""
-    import onnx
-
     from .bundle import file_sha256
 
     source = Path(source)
     config = read_config(source)
     space = resolve_space(source, config, latent_space)
     weights = read_safetensors(source / WEIGHTS_FILE)
+    return build_from_weights(config, weights, space, output, origin=origin or {"kind": "local", "model": str(source.resolve()), "revision": None, "vae": None},
+                              weights_sha256=file_sha256(source / WEIGHTS_FILE), described=str(source))
+
+
+STANDARD_CONFIG = {"encoder_block_out_channels": [64, 64, 64, 64], "decoder_block_out_channels": [64, 64, 64, 64],
+                   "num_encoder_blocks": [1, 3, 3, 3], "num_decoder_blocks": [3, 3, 3, 1], "name_or_path": None}
+"""The architecture every published TAE release before TAEF2 shares (latent_channels is the space's)."""
+
+
+def from_original_layout(encoder: dict, decoder: dict) -> dict:
+    """The weights of the published .pth files (madebyollin/taesd's nn.Sequential names) under diffusers'
+    AutoencoderTiny names: encoder "N.x" -> "encoder.layers.N.x"; decoder "N.x" -> "decoder.layers.(N-1).x"
+    (the original decoder starts with its clamp, which diffusers applies outside its layers)."""
+    out = {}
+    for prefix, tensors, offset in (("encoder", encoder, 0), ("decoder", decoder, 1)):
+        for name, array in tensors.items():
+            head, _, rest = name.partition(".")
+            if not head.isdigit() or not rest or int(head) < offset:
+                raise BundleError(f"the {prefix} weights hold {name[:80]!r}, which is not a layer of the published TAE networks")
+            out[f"{prefix}.layers.{int(head) - offset}.{rest}"] = array
+    return out
+
+
+def build_from_weights(config: dict, weights: dict, space: spaces.LatentSpace, output: Path, *, origin: dict,
+                       weights_sha256: str | None = None, described: str = "weights") -> dict:
+    """Build the bundle of AutoencoderTiny weights (diffusers names) with a checked config at `output`."""
+    import onnx
+
+    source = described
     factor = 2 ** (len(config["encoder_block_out_channels"]) - 1)
     if 2 ** (len(config["decoder_block_out_channels"]) - 1) != factor:
         raise BundleError(f"{source}: the encoder downsamples by {factor} but the decoder upsamples by "
                           f"{2 ** (len(config['decoder_block_out_channels']) - 1)}")
     if factor != space.factor:
         raise BundleError(f"{source} downsamples by {factor}; latent space {space.name} by {space.factor}")
+    if config["latent_channels"] != space.channels:
+        raise BundleError(f"{source} has {config['latent_channels']} latent channels; latent space {space.name} has {space.channels}")
     encoder_graph, encoder = encoder_model(config, weights, space)
     decoder_graph, decoder = decoder_model(config, weights, space)
     _check_all_used(weights, [encoder_graph, decoder_graph])
@@ -346,7 +379,7 @@ def build_bundle(source: Path, output: Path, *, latent_space: str | None = None,
             "model_id": manifests.weights_model_id(weights.items(), space=space.name, scaling=space.scaling_factor,
                                                    shift=space.shift_factor),
             "model_id_rule": "weights",
-            "source": origin or {"kind": "local", "model": str(source.resolve()), "revision": None, "vae": None},
+            "source": origin,
             "components": components,
             "latent_space": space.to_manifest(),
             "vae_class": "AutoencoderTiny",
@@ -360,7 +393,7 @@ def build_bundle(source: Path, output: Path, *, latent_space: str | None = None,
             "scheduler": None,
             "extra_files": [],
             "exporter": {"builder": "sdlite.tae", "onnx": onnx.__version__},
-            "weights_sha256": file_sha256(source / WEIGHTS_FILE),
+            **({"weights_sha256": weights_sha256} if weights_sha256 else {}),
         })
         manifests.seal(staging)
         manifests.install(staging, output)
@@ -369,3 +402,18 @@ def build_bundle(source: Path, output: Path, *, latent_space: str | None = None,
         raise
     log.info("built %s (%s, model id %s) from %s", output, space.name, manifest["model_id"], source)
     return manifest
+
+
+def read_regular_size_check(path: Path) -> None:
+    """Refuse a weights file that is not a regular file of at most MAX_WEIGHTS_BYTES before anything reads or hashes it."""
+    import os
+    import stat
+
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {type(exc).__name__}: {exc}"[:300]) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise BundleError(f"{path} is not a regular file")
+    if info.st_size > MAX_WEIGHTS_BYTES:
+        raise BundleError(f"{path} has {info.st_size} bytes, over the {MAX_WEIGHTS_BYTES} a TAE's weights may have")

@@ -3,16 +3,12 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import struct
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +19,7 @@ from sdlite import BundleError, ModelNotFoundError, OptionError, SdliteError, fe
 from sdlite.bundle import read_bundle
 
 from .conftest import EXPORT_STACK, ROOT, SHARED
+from .release_server import github, needs_torch, release_files  # noqa: F401 - fixtures
 from .tae_folder import TINY_CONFIG, tiny_weights, write_safetensors, write_tae_folder
 
 TAE_NAMES = ("taesd", "taesdxl", "taesd3", "taef1")
@@ -195,51 +192,8 @@ def test_a_local_folder_is_a_model(tiny_folder, cache):
     assert (built[0] / "manifest.json").stat().st_mtime_ns == stamp  # built once
 
 
-class _Hub(http.server.SimpleHTTPRequestHandler):
-    """Serves ROOT/madebyollin/NAME/resolve/main/FILE and counts requests."""
-
-    requests: list = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        type(self).requests.append(self.path)
-        super().do_GET()
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    root = tmp_path / "hub"
-    write_tae_folder(root / "madebyollin" / "taesd" / "resolve" / "main")
-    _Hub.requests = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Hub, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv(fetch.ENV_HUB_URL, f"http://127.0.0.1:{server.server_address[1]}")
-    yield root
-    server.shutdown()
-    server.server_close()
-
-
-def test_a_name_is_fetched_and_built_once(hub, cache):
-    data = sdlite.compress(_photo(), model="taesd", target_bytes=300)
-    assert sorted(_Hub.requests) == ["/madebyollin/taesd/resolve/main/config.json",
-                                     "/madebyollin/taesd/resolve/main/diffusion_pytorch_model.safetensors"]
-    assert sdlite.decompress(data, model="taesd").size == (96, 64)
-    assert len(_Hub.requests) == 2  # cached: no second fetch
-    assert read_bundle(cache / "taesd").manifest["source"] == {"kind": "hub", "model": "madebyollin/taesd", "revision": "main", "vae": None}
-
-
-def test_an_oversized_download_is_refused(hub, cache, monkeypatch):
-    monkeypatch.setitem(fetch.DOWNLOAD_LIMITS, tae.WEIGHTS_FILE, 1000)
-    with pytest.raises(ModelNotFoundError, match="1000"):
-        sdlite.load_model("taesd")
-    assert not (cache / "weights" / "taesd" / tae.WEIGHTS_FILE).exists()
-
-
 def test_offline_the_error_names_the_local_ways(cache, monkeypatch):
-    with pytest.raises(ModelNotFoundError, match="local AutoencoderTiny folder") as caught:  # conftest's hub: nothing listens
+    with pytest.raises(ModelNotFoundError, match="a local AutoencoderTiny folder") as caught:  # conftest's hub: nothing listens
         sdlite.load_model("taesd3")
     assert "127.0.0.1" in str(caught.value)
     monkeypatch.setenv(fetch.ENV_OFFLINE, "1")
@@ -262,8 +216,11 @@ NO_TORCH_SCRIPT = textwrap.dedent("""
             if name.split(".")[0] in self.BLOCKED:
                 raise ImportError(f"{name} is blocked: sdlite must run without it")
     sys.meta_path.insert(0, NoTorch())
-    import numpy as np, sdlite
-    folder, = sys.argv[1:]
+    import numpy as np, sdlite, sdlite.releases as releases
+    folder, encoder_blob, decoder_blob = sys.argv[1:]
+    releases.RELEASES[("taesd", "9.9")] = releases.Release("taesd", "9.9", "sd1",
+        releases.PinnedFile("taesd_encoder.pth", "e" * 40, encoder_blob), releases.PinnedFile("taesd_decoder.pth", "d" * 40, decoder_blob))
+    releases.DEFAULT_VERSION["taesd"] = "9.9"
     y, x = np.mgrid[0:64, 0:96]
     photo = np.stack([x * 2, y * 3, x + y], -1).astype(np.uint8)
     for model in (folder, "taesd"):
@@ -273,20 +230,22 @@ NO_TORCH_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run_without_torch(python: str, folder: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([python, "-c", NO_TORCH_SCRIPT, str(folder)], capture_output=True, text=True, env=env, timeout=600,
-                          cwd=folder.parent)
+def _run_without_torch(python: str, folder: Path, env: dict, release) -> subprocess.CompletedProcess:
+    return subprocess.run([python, "-c", NO_TORCH_SCRIPT, str(folder), release.encoder.blob, release.decoder.blob], capture_output=True,
+                          text=True, env=env, timeout=600, cwd=folder.parent)
 
 
-def test_first_run_without_torch(tiny_folder, hub, cache):
+@needs_torch
+def test_first_run_without_torch(tiny_folder, github):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = _run_without_torch(sys.executable, tiny_folder, env)
+    result = _run_without_torch(sys.executable, tiny_folder, env, github[1])
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("(96, 64)") == 2
 
 
 @pytest.mark.slow
-def test_runtime_install_alone_compresses_with_tae_models(tiny_folder, hub, cache, tmp_path):
+@needs_torch
+def test_runtime_install_alone_compresses_with_tae_models(tiny_folder, github, tmp_path):
     """pip install of the runtime (no extras) into a clean venv, torch blocked: a local folder and a name."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -297,7 +256,7 @@ def test_runtime_install_alone_compresses_with_tae_models(tiny_folder, hub, cach
     listed = subprocess.run([python, "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True).stdout
     assert not {p["name"].lower() for p in json.loads(listed)} & {"torch", "diffusers", "optimum", "transformers"}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = _run_without_torch(python, tiny_folder, env)
+    result = _run_without_torch(python, tiny_folder, env, github[1])
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("(96, 64)") == 2
 
@@ -318,29 +277,3 @@ def test_a_snapshot_folder_takes_its_space_from_the_recorded_hub_id(tmp_path):
     assert tae.build_bundle(folder, tmp_path / "built")["latent_space"]["name"] == "sdxl"
 
 
-class _SlowHub(_Hub):
-    """Sends its files 100 bytes at a time, 20 ms apart (a server that drips)."""
-
-    def copyfile(self, source, outputfile):
-        try:
-            while chunk := source.read(100):
-                outputfile.write(chunk)
-                outputfile.flush()
-                time.sleep(0.02)
-        except OSError:  # the client gave up
-            pass
-
-
-def test_a_dripping_download_is_cut_off(hub, cache, monkeypatch):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_SlowHub, directory=str(hub)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv(fetch.ENV_HUB_URL, f"http://127.0.0.1:{server.server_address[1]}")
-    monkeypatch.setattr(fetch, "_CHUNK", 100)
-    monkeypatch.setattr(fetch, "DEADLINE_S", 0.3)
-    try:
-        with pytest.raises(ModelNotFoundError, match="took over 0.3 s"):
-            sdlite.load_model("taesd")
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert not (cache / "weights" / "taesd" / tae.WEIGHTS_FILE).exists()

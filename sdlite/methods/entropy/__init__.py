@@ -32,6 +32,8 @@ from .rate import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, quality_to_step, se
 from .transform import DEFAULT_BAND_GAINS, DEFAULT_LEVELS, GAIN_SCALE, STEP_SCALE
 
 METHOD_ID = 2
+MIN_TARGET_BYTES = 60
+"""No stream is smaller: the container's 40 bytes, the parameters and a payload (an 8x8 image at quality 1 takes 71)."""
 _RETRY_COARSER = 1.02  # when the real size overshoots the estimate, the step grows by 2 % and tries again
 
 __all__ = ["METHOD", "encode", "decode", "plan_for_step", "Plan", "DEFAULT_QUALITY"]
@@ -130,7 +132,7 @@ METHOD = Method(
     decode=decode,
     options={
         "quality": integer_option("quality", QUALITY_MIN, QUALITY_MAX),
-        "target_bytes": integer_option("target_bytes", 1),
+        "target_bytes": integer_option("target_bytes", MIN_TARGET_BYTES),
     },
     versions=(2, 3, 4),
     max_params=lambda shape: params.max_raw_size(shape) + 64,  # deflate can expand incompressible data a little
