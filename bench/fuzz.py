@@ -11,7 +11,9 @@ with the CRC fixed; `shapes` writes streams of extreme geometry (far-from-square
 channels, the max_pixels edge); `version-3` writes old-layout entropy streams with hostile plane headers
 (huge or far-off residual ranges, wide alphabets); `pillow` opens and loads mutated .sdz data through
 Image.open with an instant decoder; `bundle` mutates a bundle's manifest and config.json (types, paths,
-nesting) and loads it; `records` writes hostile verified-file records and hashes through them.
+nesting) and loads it; `records` writes hostile verified-file records and hashes through them; `pth` mutates
+torch state-dict archives (the pickle's bytes and globals, storage keys and members, the zip itself) and
+reads them with sdlite.pth (the pinned-release reader).
 Reported: cases per family, outcomes by type (anything but SdliteError, or Pillow's error types carrying
 it, is a finding), the slowest case and the peak RSS.
 """
@@ -44,7 +46,7 @@ FIELDS = [("version", 4, ">B"), ("method", 5, ">B"), ("latent_space", 6, ">B"), 
           ("width", 17, ">I"), ("height", 21, ">I"), ("channels", 25, ">B"), ("latent_h", 26, ">H"), ("latent_w", 28, ">H"),
           ("params_len", 30, ">H")]
 BOUNDARY = [0, 1, 2, 3, 7, 8, 9, 16, 63, 64, 65, 127, 128, 255, 256, 4095, 4096, 32767, 32768, 65535, 65536, 2**31 - 1, 2**32 - 1]
-FAMILIES = ("stream", "entropy-params", "shapes", "version-3", "pillow", "bundle", "records")
+FAMILIES = ("stream", "entropy-params", "shapes", "version-3", "pillow", "bundle", "records", "pth")
 
 
 def seed_streams(rng: np.random.Generator) -> list[tuple[str, bytes]]:
@@ -221,6 +223,78 @@ def version_3_stream(rng: np.random.Generator) -> tuple[str, bytes]:
     return f"version 3 {channels}x{latent_h}x{latent_w} levels {levels} range {rmin}+{width}", data
 
 
+def seed_pth_archives(rng: np.random.Generator) -> list[bytes]:
+    """Small torch state-dict archives written by hand (the layout torch.save writes: PREFIX/data.pkl, a
+    protocol-2 pickle of an OrderedDict of _rebuild_tensor_v2 calls over persistent storages, PREFIX/data/KEY,
+    PREFIX/byteorder), so the fuzz needs no torch."""
+    import zipfile
+
+    seeds = []
+    for dtype, storage, count in (("<f4", "FloatStorage", 3), ("<f2", "HalfStorage", 5)):
+        tensors = {f"{i + 1}.weight": rng.normal(0, 1, (2, 3)).astype(dtype) for i in range(count)}
+        body = bytearray(b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01(")
+        for key, (name, array) in enumerate(tensors.items()):
+            name_bytes = name.encode()
+            body += b"X" + struct.pack("<I", len(name_bytes)) + name_bytes
+            body += b"ctorch._utils\n_rebuild_tensor_v2\n("
+            body += b"(X\x07\x00\x00\x00storagectorch\n" + storage.encode() + b"\nX" + struct.pack("<I", len(str(key))) + str(key).encode()
+            body += b"X\x03\x00\x00\x00cpuK\x06tQ"  # persistent id ('storage', type, key, 'cpu', 6)
+            body += b"K\x00(K\x02K\x03t(K\x03K\x01t\x89ccollections\nOrderedDict\n)RtR"
+        body += b"u."
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+            archive.writestr("archive/data.pkl", bytes(body))
+            archive.writestr("archive/byteorder", "little")
+            archive.writestr("archive/version", "3\n")
+            for key, array in enumerate(tensors.values()):
+                archive.writestr(f"archive/data/{key}", array.tobytes())
+        seeds.append(buffer.getvalue())
+    return seeds
+
+
+def mutate_pth(base: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
+    """A state-dict archive with its pickle, members or zip bytes changed."""
+    import zipfile
+
+    kind = ["archive-bytes", "pickle-bytes", "global", "storage-key", "drop-member", "truncate", "compress"][int(rng.integers(7))]
+    if kind == "archive-bytes":
+        data = bytearray(base)
+        for _ in range(int(rng.integers(1, 8))):
+            data[int(rng.integers(len(data)))] = int(rng.integers(256))
+        return kind, bytes(data)
+    if kind == "truncate":
+        return kind, base[: int(rng.integers(len(base)))]
+    members = {}
+    with zipfile.ZipFile(io.BytesIO(base)) as archive:
+        for name in archive.namelist():
+            members[name] = archive.read(name)
+    pickle_bytes = bytearray(members["archive/data.pkl"])
+    if kind == "pickle-bytes":
+        for _ in range(int(rng.integers(1, 6))):
+            pickle_bytes[int(rng.integers(len(pickle_bytes)))] = int(rng.integers(256))
+    elif kind == "global":
+        swap = [b"os\nsystem", b"builtins\neval", b"torch\nLongStorage", b"numpy\nndarray", b"collections\ndefaultdict"][int(rng.integers(5))]
+        pickle_bytes = bytearray(bytes(pickle_bytes).replace(b"torch._utils\n_rebuild_tensor_v2", swap, 1))
+    elif kind == "storage-key":
+        pickle_bytes = bytearray(bytes(pickle_bytes).replace(b"X\x01\x00\x00\x001", b"X\x01\x00\x00\x000", 1))
+    elif kind == "drop-member":
+        members.pop(sorted(m for m in members if "/data/" in m)[0])
+    members["archive/data.pkl"] = bytes(pickle_bytes)
+    buffer = io.BytesIO()
+    method = zipfile.ZIP_DEFLATED if kind == "compress" else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buffer, "w", method) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return kind, buffer.getvalue()
+
+
+def _check_pth(data: bytes, path: Path) -> None:
+    from sdlite import pth
+
+    path.write_bytes(data)
+    pth.read_state_dict(path, max_bytes=1 << 20)
+
+
 def _check_stream(data: bytes) -> None:
     info(data)
     decompress_latents(data)
@@ -360,6 +434,7 @@ def run(cases: int, seed: int = 0, progress=None) -> dict:
 
     rng = np.random.default_rng(seed)
     streams = seed_streams(rng)
+    pth_seeds = seed_pth_archives(rng)
     v4 = [(name, data) for name, data in streams if data[4] == 4 and name.startswith("entropy")]
     outcomes: Counter = Counter()
     families: Counter = Counter()
@@ -394,6 +469,9 @@ def run(cases: int, seed: int = 0, progress=None) -> dict:
                 name, base = streams[int(rng.integers(len(streams)))]
                 description, data = mutate(base, rng) if rng.random() < 0.8 else ("valid", base)
                 check = lambda data=data: _check_pillow(data)  # noqa: E731
+            elif family == "pth":
+                description, data = mutate_pth(pth_seeds[int(rng.integers(len(pth_seeds)))], rng)
+                check = lambda data=data: _check_pth(data, scratch / "case.pth")  # noqa: E731
             elif family == "bundle":
                 description = _hostile_manifest(rng, scratch / "bundle")
                 data = b""

@@ -74,7 +74,8 @@ def _ordered_dict(*args):
     return collections.OrderedDict()
 
 
-class _StateDictUnpickler(pickle.Unpickler):
+class _StateDictUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its memo is a dict, so a pickle naming
+    # memo slot 2**31 costs one entry (the C unpickler allocates the whole array first: seconds and gigabytes)
     def find_class(self, module, name):
         if (module, name) == ("collections", "OrderedDict"):
             return _ordered_dict
@@ -119,8 +120,8 @@ def _read(data: bytes, path: Path) -> dict[str, np.ndarray]:
     prefix = pickles[0].filename[: -len("data.pkl")]
     by_name = {m.filename: m for m in members}
     for member in members:
-        if member.compress_type != zipfile.ZIP_STORED or member.file_size > len(data):
-            raise BundleError(f"{path}: member {member.filename[:80]!r} is compressed or larger than the archive")
+        if member.compress_type != zipfile.ZIP_STORED or member.flag_bits & 0x1 or member.file_size > len(data):
+            raise BundleError(f"{path}: member {member.filename[:80]!r} is compressed, encrypted or larger than the archive")
     if pickles[0].file_size > MAX_PICKLE_BYTES:
         raise BundleError(f"{path}: its pickle has {pickles[0].file_size} bytes; a state dict's has far fewer")
     order = archive.read(prefix + "byteorder") if prefix + "byteorder" in by_name else b"little"
