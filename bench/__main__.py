@@ -90,6 +90,12 @@ def main(argv=None) -> int:
     cs.add_argument("--out", default="bench-out/codec-speed", help="output folder (default %(default)s)")
     dc = sub.add_parser("decode-cost", help="the costliest known streams, each decoded in a fresh process: time and peak RSS")
     dc.add_argument("--out", default="bench-out/decode-cost", help="output folder (default %(default)s)")
+    td = sub.add_parser("trained-decoders", help="decoders trained for the codec against the base decoder, on the same streams")
+    td.add_argument("images", nargs="+", help="image files or folders")
+    td.add_argument("--model", required=True, help="the base bundle that makes the streams (e.g. ../shared/models/taesd)")
+    td.add_argument("--set", required=True, dest="decoder_set", help="the shipped decoder set (e.g. taesd-codec)")
+    td.add_argument("--bpp", nargs="+", type=float, default=[0.05, 0.1, 0.15, 0.2, 0.3, 0.5], help="rates (default %(default)s)")
+    td.add_argument("--out", default="bench-out/trained", help="output folder (default %(default)s)")
     z = sub.add_parser("fuzz", help="structure-aware fuzzing of the stream decoder (info + decompress_latents)")
     z.add_argument("--cases", type=int, default=10000, help="mutated streams to try (default %(default)s)")
     z.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
@@ -157,6 +163,12 @@ def main(argv=None) -> int:
             from . import decode_cost
 
             print(decode_cost.run(Path(args.out)))
+            return 0
+        if args.command == "trained-decoders":
+            from . import trained
+
+            print(trained.run(expand_inputs(args.images, IMAGE_SUFFIXES), model=args.model, decoder_set=args.decoder_set, bpps=tuple(args.bpp),
+                              out_dir=Path(args.out) / args.decoder_set))
             return 0
         if args.command == "fuzz":
             from . import fuzz

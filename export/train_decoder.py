@@ -40,9 +40,15 @@ CROPS_PER_IMAGE = 6
 # what the codec writes at about 0.1 bpp and below on photos, "medium" about 0.15-0.2 bpp. Below the medium
 # band (about 0.3 bpp and up) the base decoder stays: there the quantization noise is small and one decoder
 # trained on mixed rates was measured to smooth (the 20-minute probe, ../shared/notes/measurements.md).
-BANDS = {"coarse": (1.8, math.inf), "medium": (0.5, 1.8)}
+# For sd3 the same bands sit higher in step (its streams at 0.15 bpp code with a step of about 3.5, at 0.3 bpp
+# about 2, at 0.5 bpp about 1.1, on Kodak at 768x512), so its medium band takes about 0.3 bpp.
+SPACE_BANDS = {"sd1": {"coarse": (1.8, math.inf), "medium": (0.5, 1.8)},
+               "sd3": {"coarse": (2.6, math.inf), "medium": (1.4, 2.6)}}
 # Rates the pairs are coded at (bits per pixel of a crop), two per crop: one from each list.
-PAIR_RATES = {"low": (0.04, 0.06, 0.08, 0.1, 0.12), "mid": (0.13, 0.16, 0.2, 0.24)}
+SPACE_PAIR_RATES = {"sd1": {"low": (0.04, 0.06, 0.08, 0.1, 0.12), "mid": (0.13, 0.16, 0.2, 0.24)},
+                    "sd3": {"low": (0.08, 0.1, 0.13, 0.16, 0.2), "mid": (0.22, 0.26, 0.3, 0.36)}}
+BANDS = SPACE_BANDS["sd1"]
+PAIR_RATES = SPACE_PAIR_RATES["sd1"]
 LEARNING_RATE = 5e-5
 BATCH = 4
 L1_WEIGHT = 0.5
@@ -107,6 +113,18 @@ def stream_step(data: bytes) -> float | None:
     return entropy_params.parse(header.params, header.latent_shape, header.version).step_q / STEP_SCALE
 
 
+def space_of(vae: Path) -> str:
+    from sdlite import tae
+
+    return tae.resolve_space(Path(vae), tae.read_config(Path(vae)), None).name
+
+
+def bands_for(space: str) -> dict:
+    if space not in SPACE_BANDS:
+        raise SystemExit(f"no bands are defined for latent space {space}; choose a TAE of {', '.join(SPACE_BANDS)}")
+    return SPACE_BANDS[space]
+
+
 def make_pairs(vae: Path, images: list[Path], run: Path, *, seed: int = 0, crops_per_image: int = CROPS_PER_IMAGE) -> dict:
     """For each image, random crops; each crop compressed by sdlite (default path: coded scales, target bytes
     at a rate of each band) and decoded back to latents. Saved as run/pairs.npz with a manifest of the images."""
@@ -116,6 +134,7 @@ def make_pairs(vae: Path, images: list[Path], run: Path, *, seed: int = 0, crops
     run.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     model = sdlite.load_model(str(vae))
+    pair_rates = SPACE_PAIR_RATES[space_of(vae)]
     latents, targets, steps, rates, bands, sources = [], [], [], [], [], []
     listing = []
     started = time.perf_counter()
@@ -126,7 +145,7 @@ def make_pairs(vae: Path, images: list[Path], run: Path, *, seed: int = 0, crops
             continue
         listing.append({"path": str(path), "sha256": file_sha256(path), "width": int(rgb.shape[1]), "height": int(rgb.shape[0])})
         for crop in _crops(rgb, rng, crops_per_image):
-            for band, choices in PAIR_RATES.items():
+            for band, choices in pair_rates.items():
                 bpp = float(rng.choice(choices))
                 data = sdlite.compress(crop, model=model, target_bytes=max(40, round(bpp * CROP * CROP / 8)))
                 header, _ = bitstream.unpack(data, max_pixels=None)
@@ -144,7 +163,7 @@ def make_pairs(vae: Path, images: list[Path], run: Path, *, seed: int = 0, crops
     np.savez(run / "pairs.npz", steps=np.array(steps, dtype=np.float64), rates=np.array(rates), bands=np.array(bands),
              sources=np.array(sources), **arrays)
     summary = {"vae": str(vae), "model_id": model.model_id, "seed": seed, "crop": CROP, "crops_per_image": crops_per_image,
-               "pair_rates": PAIR_RATES, "pairs": len(latents), "images": listing}
+               "pair_rates": pair_rates, "pairs": len(latents), "images": listing}
     (run / "pairs.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -156,10 +175,10 @@ def load_pairs(run: Path) -> dict:
                 "latents": [data[f"latent_{i}"] for i in range(count)], "targets": [data[f"target_{i}"] for i in range(count)]}
 
 
-def band_of(steps: np.ndarray) -> np.ndarray:
+def band_of(steps: np.ndarray, bands: dict = BANDS) -> np.ndarray:
     """The band name of each step ("" where no band is trained)."""
     out = np.full(len(steps), "", dtype=object)
-    for band, (low, high) in BANDS.items():
+    for band, (low, high) in bands.items():
         out[(steps >= low) & (steps < high)] = band
     return out
 
@@ -229,11 +248,12 @@ def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int |
     config = tae.read_config(Path(vae))
     space = tae.resolve_space(Path(vae), config, None)
     lpips = LpipsAlex(load_weights(lpips_weights))
-    bands = list(bands or BANDS)
+    space_bands = bands_for(space.name)
+    bands = list(bands or space_bands)
     budget = minutes * 60 / len(bands)
     report = {}
     for band in bands:
-        chosen = np.flatnonzero(band_of(pairs["steps"]) == band)
+        chosen = np.flatnonzero(band_of(pairs["steps"], space_bands) == band)
         vae_model = load_tae(vae)
         decoder = vae_model.decoder.train()
         for p in vae_model.encoder.parameters():
@@ -241,7 +261,7 @@ def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int |
         optimizer = torch.optim.Adam(decoder.parameters(), lr=LEARNING_RATE)
         checkpoint = run / f"checkpoint-{band}.pt"
         step, seconds, losses = 0, 0.0, []
-        rng = np.random.default_rng([seed, list(BANDS).index(band)])
+        rng = np.random.default_rng([seed, list(space_bands).index(band)])
         if checkpoint.is_file():
             state = torch.load(checkpoint, weights_only=False)
             decoder.load_state_dict(state["decoder"])
@@ -321,10 +341,11 @@ def package(vae: Path, run: Path, output: Path, *, name: str) -> dict:
     from sdlite import tae
 
     base_id = sdlite.load_model(str(vae)).model_id
+    space_bands = bands_for(space_of(vae))
     staging = Path(tempfile.mkdtemp(prefix=".decoders-", dir=output.parent))
     bands = {}
     try:
-        for band in BANDS:
+        for band in space_bands:
             checkpoint = run / f"checkpoint-{band}.pt"
             if not checkpoint.is_file():
                 continue
@@ -348,7 +369,7 @@ def package(vae: Path, run: Path, output: Path, *, name: str) -> dict:
                 built.pop("weights_sha256", None)
                 built["training"] = {"band": band, "steps": state["step"], "seconds": round(state["seconds"])}
                 manifests.write(target, built)
-            low, high = BANDS[band]
+            low, high = space_bands[band]
             bands[band] = {"folder": band, "min_step": low, "max_step": None if math.isinf(high) else high}
         listing = {"format": 1, "name": name, "latent_space": tae.resolve_space(Path(vae), tae.read_config(Path(vae)), None).name,
                    "base_model_id": base_id, "bands": bands}
@@ -373,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer = sub.add_parser("train", help="fine-tune one decoder per band, resuming checkpoints")
     trainer.add_argument("--minutes", type=float, required=True, help="wall-clock budget of this run, shared by the bands")
     trainer.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    trainer.add_argument("--bands", nargs="+", choices=list(BANDS))
+    trainer.add_argument("--bands", nargs="+", choices=sorted({b for bands in SPACE_BANDS.values() for b in bands}))
     packer = sub.add_parser("package", help="decoder-only bundles of the trained bands and decoders.json")
     packer.add_argument("--output", required=True, help="folder to (re)create, e.g. sdlite/decoders/taesd-codec")
     packer.add_argument("--name", required=True, help="the model name it answers to, e.g. taesd-codec")
