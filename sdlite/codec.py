@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from . import bitstream, codec_decoders, images, methods, registry
+from . import bitstream, codec_decoders, fetch, images, methods, registry, sessions
 from . import latent_space as spaces
 from .errors import DecoderNote, ModelMismatchError, OptionError
 from .model import Model, load_model
@@ -26,6 +26,21 @@ _WARNED_PAIRS_KEPT = 256  # pairs warned about once; the set is emptied when ful
 MAX_SEED = 2**63 - 1
 _warned_pairs: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
+
+
+def _forget_process_state() -> None:
+    """What sdlite.clear_cache() empties besides sessions: the entropy coder's last plan (it can hold megabytes
+    for a large latent), the warned decoder pairs, fetched weights' digests, the shipped decoder listing."""
+    from .methods import entropy
+
+    entropy._last_plan.clear()
+    with _warned_lock:
+        _warned_pairs.clear()
+    fetch.forget_digests()
+    codec_decoders.shipped.cache_clear()
+
+
+sessions.on_clear(_forget_process_state)
 
 
 def _check_seed(seed) -> int:

@@ -196,8 +196,20 @@ def cached_session(path: str, providers=None, *, threads: int | None = None, str
     return session
 
 
+_forgetters: list = []
+
+
+def on_clear(forget) -> None:
+    """Register a function that clear_cache() calls: the modules that keep process-wide state (the entropy
+    coder's last plan, fetched weights' digests, warned decoder pairs) register theirs."""
+    _forgetters.append(forget)
+
+
 def clear_cache() -> None:
-    """Drop every cached session and loaded model (frees their memory once nothing else holds them)."""
+    """Drop every cached session and loaded model and every piece of process-wide state sdlite keeps (frees
+    their memory once nothing else holds them)."""
     with _lock:
         _cache.clear()
         _key_locks.clear()
+    for forget in _forgetters:
+        forget()

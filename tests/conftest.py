@@ -22,12 +22,15 @@ NO_HUB = "http://127.0.0.1:9"  # the discard port: nothing listens, so a fetch f
 @pytest.fixture(scope="session", autouse=True)
 def verified_files_records(tmp_path_factory):
     """The tests' records of hashed model files and fetched models stay in a temporary folder, not in the
-    user's cache, and no test can reach a real hub (tests that fetch serve the files on 127.0.0.1)."""
+    user's cache, no test can reach a real hub (tests that fetch serve the files on 127.0.0.1), and the
+    models folder is an empty one (a bundle in the checkout's models/ changes no test)."""
     from sdlite import fetch, verified
 
-    saved = {name: os.environ.get(name) for name in (verified.CACHE_DIR_ENV, fetch.ENV_HUB_URL)}
+    saved = {name: os.environ.get(name) for name in (verified.CACHE_DIR_ENV, fetch.ENV_HUB_URL, "SDLITE_MODELS_DIR", "SDLITE_MODEL")}
     os.environ[verified.CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("sdlite-cache"))
     os.environ[fetch.ENV_HUB_URL] = NO_HUB
+    os.environ["SDLITE_MODELS_DIR"] = str(tmp_path_factory.mktemp("no-models"))  # tests never depend on what is in models/
+    os.environ.pop("SDLITE_MODEL", None)
     yield
     for name, value in saved.items():
         if value is None:

@@ -4,8 +4,8 @@ encoder must keep making the same bytes from the same latents.
 Decoding depends only on integers from the stream, so the latent hashes hold on every machine. The
 encoder's bytes also depend on its floating-point fits (least squares, fixed summation order); they are
 pinned on this project's machines. A change that alters decoding breaks existing files: bump
-bitstream.FORMAT_VERSION and regenerate the current version's files with
-SDLITE_REGEN_GOLDEN=1 python -m pytest tests/test_golden.py
+bitstream.FORMAT_VERSION and write the new version's files with `python -m tests.regenerate_golden` (a
+separate script: the tests never write what they compare with).
 Older versions' files (golden/v2 and golden/v3, written by earlier releases) are never regenerated: they
 prove old streams still decode. golden/v4 was made when format version 4 changed the entropy method's
 coding (blocks, diagonal plane order, group residual ranges, empty planes, channel transforms).
@@ -13,7 +13,6 @@ coding (blocks, diagonal plane order, group residual ranges, empty planes, chann
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,6 @@ CASES = {  # name -> how the stream is made
     "entropy-target-gains": {"method": "entropy", "target_bytes": 400, "reconstruction_gains": True},
     "entropy-sd3": {"method": "entropy", "quality": 60, "latent_space": "sd3"},  # 16 channels, the sd3 channel transform
 }
-REGENERATE = os.environ.get("SDLITE_REGEN_GOLDEN") == "1"
 
 
 def _latents(seed: int, channels: int = 4) -> np.ndarray:
@@ -59,20 +57,6 @@ def _encode(name: str, seed: int) -> bytes:
         return bitstream.pack(header, encoded.payload)
     options.setdefault("latent_space", "sd1")
     return compress_latents(latents, model_id=MODEL_ID, **options)
-
-
-def _regenerate() -> None:
-    CURRENT.mkdir(exist_ok=True)
-    expected = {}
-    for seed, name in enumerate(CASES):
-        data = _encode(name, seed)
-        (CURRENT / f"{name}.sdz").write_bytes(data)
-        expected[name] = {"method": CASES[name]["method"], "latents_sha256": _digest(decompress_latents(data)), "stream_sha256": _digest(data)}
-    (CURRENT / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
-
-
-if REGENERATE:  # before the parameters below are collected from the files
-    _regenerate()
 
 
 def _golden_files():

@@ -58,9 +58,11 @@ def test_latent_batches_round_trip_without_a_model(ray_cluster, vaelight):
     ds = ray_cluster.data.from_items([{"id": i, "latents": z} for i, z in enumerate(latents)])
     packed = sdlite.ray.compress_dataset(ds, model=vaelight.path, column="latents", kind="latents", target_bytes=300).materialize()
     rows = sorted(packed.take_all(), key=lambda r: r["id"])
+    assert [row["id"] for row in rows] == list(range(len(latents)))  # zip below must not pass on empty output
     for z, row in zip(latents, rows):
         assert row["sdz"] == sdlite.compress_latents(z.astype(np.float32), model=vaelight, target_bytes=300)
     decoded = sorted(sdlite.ray.decompress_dataset(packed, output="latents").take_all(), key=lambda r: r["id"])
+    assert len(decoded) == len(latents)
     for row in decoded:
         assert np.array_equal(row["latents"], sdlite.decompress_latents(rows[row["id"]]["sdz"])[0])
 
@@ -77,10 +79,12 @@ def test_sd3_latent_caches_round_trip_on_ray(ray_cluster):
     ds = ray_cluster.data.from_items([{"id": i, "latents": z} for i, z in enumerate(latents)])
     packed = sdlite.ray.compress_dataset(ds, model=str(taesd3), column="latents", kind="latents", quality=90).materialize()
     rows = sorted(packed.take_all(), key=lambda r: r["id"])
+    assert [row["id"] for row in rows] == list(range(len(latents)))
     for z, row in zip(latents, rows):
         assert row["error"] == "" and sdlite.info(row["sdz"])["latent_space"] == "sd3"
         assert row["sdz"] == sdlite.compress_latents(z.astype(np.float32), model=taesd3, quality=90)
     decoded = sorted(sdlite.ray.decompress_dataset(packed, output="latents").take_all(), key=lambda r: r["id"])
+    assert len(decoded) == len(latents)
     for row in decoded:
         assert row["latents"].shape == (16, 12, 16)
 

@@ -39,7 +39,7 @@ _RETRY_COARSER = 1.02  # when the real size overshoots the estimate, the step gr
 __all__ = ["METHOD", "encode", "decode", "plan_for_step", "Plan", "DEFAULT_QUALITY"]
 
 
-_last_plan: dict = {}  # one entry: the plan estimate_bytes made, which encode then reuses
+_last_plan: dict = {}  # one entry: the plan estimate_bytes made, which encode then reuses; sdlite.clear_cache() empties it
 
 
 def _plan_key(coded: np.ndarray, step: float, options: dict) -> tuple:
