@@ -149,25 +149,18 @@ def _run_batch(files, targets, work, args) -> int:
     try:
         for i, (source, target) in enumerate(zip(files, targets), 1):
             if target.exists() and not args.force:  # early skip; write_atomic makes the final check
-                if args.skip_existing:  # a resumed batch: an output that is there is done
-                    skipped += 1
-                    _progress(i, len(files), source.name, f"skipped: {target} exists")
-                    continue
-                failures += 1
-                _progress(i, len(files), source.name, f"skipped: {target} exists (use --force to replace it, --skip-existing to resume)")
+                # an output that is there is kept and counts as done: a rerun (or a resumed batch) exits 0
+                skipped += 1
+                _progress(i, len(files), source.name, f"kept: {target} exists (--force replaces it)")
                 continue
             t0 = time.perf_counter()
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     size_in, size_out, area, compressed = work(source, target)
-            except OutputExists as exc:
-                if args.skip_existing:
-                    skipped += 1
-                    _progress(i, len(files), source.name, f"skipped: {exc}")
-                    continue
-                failures += 1
-                _progress(i, len(files), source.name, f"skipped: {exc}")
+            except OutputExists as exc:  # it appeared meanwhile (another run): kept, as above
+                skipped += 1
+                _progress(i, len(files), source.name, f"kept: {exc}")
                 continue
             except (SdliteError, OSError) as exc:
                 failures += 1
@@ -406,8 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
         out.add_argument("-o", "--output", help="output file (one input only)")
         out.add_argument("--out-dir", help="folder for outputs (default: beside each input)")
         existing = p.add_mutually_exclusive_group()
-        existing.add_argument("--force", action="store_true", help="replace existing outputs")
-        existing.add_argument("--skip-existing", action="store_true", help="leave existing outputs as they are and count them done (resume a batch)")
+        existing.add_argument("--force", action="store_true", help="replace existing outputs (without it they are kept and count as done)")
+        existing.add_argument("--skip-existing", action="store_true",
+                              help="leave existing outputs as they are and count them done (the default; kept for scripts that name it)")
 
     c = sub.add_parser("compress", help="images -> .sdz")
     common(c)

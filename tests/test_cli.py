@@ -32,9 +32,9 @@ def test_batch_compress_info_decompress(vaelight, images, tmp_path, capsys):
 def test_existing_outputs_are_not_overwritten(vaelight, images, tmp_path, capsys):
     target = tmp_path / "one.sdz"
     target.write_bytes(b"keep me")
-    assert main(["compress", str(images / "im0.png"), "-o", str(target), "--model", str(vaelight.path)]) == 1
+    assert main(["compress", str(images / "im0.png"), "-o", str(target), "--model", str(vaelight.path)]) == 0  # kept, counted done
     assert target.read_bytes() == b"keep me"
-    assert "--force" in capsys.readouterr().err
+    assert "--force replaces it" in capsys.readouterr().err
     assert main(["compress", str(images / "im0.png"), "-o", str(target), "--model", str(vaelight.path), "--force"]) == 0
     assert target.read_bytes()[:4] == b"SDLZ"
 

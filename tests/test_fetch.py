@@ -170,3 +170,28 @@ def test_the_published_files_match_their_pinned_blobs():
     release = releases.lookup("taef2")
     for pinned in (release.encoder, release.decoder):
         assert releases.git_blob_sha1((TAEF2_PTH / pinned.file).read_bytes()) == pinned.blob
+
+
+@needs_torch
+def test_the_first_two_commands_from_an_empty_cache_and_again(github, tmp_path, monkeypatch, capsys):
+    """`sdlite compress photo.png` then `sdlite decompress photo.sdz`, no other argument, twice; offline, one line each."""
+    from PIL import Image
+
+    from sdlite import cli
+
+    monkeypatch.setenv("SDLITE_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.delenv("SDLITE_MODEL", raising=False)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(_photo()).save(photo)
+    original = photo.read_bytes()
+    for _ in range(2):
+        assert cli.main(["compress", str(photo)]) == 0
+        assert cli.main(["decompress", str(tmp_path / "photo.sdz")]) == 0
+    assert photo.read_bytes() == original and Image.open(tmp_path / "photo.decoded.png").size == (96, 64)
+    assert len(_Server.requests) == 2
+    monkeypatch.setenv(fetch.ENV_CACHE_DIR, str(tmp_path / "empty-cache"))
+    monkeypatch.setenv(fetch.ENV_OFFLINE, "1")
+    capsys.readouterr()
+    assert cli.main(["compress", str(photo), "-o", str(tmp_path / "again.sdz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: taesd@9.9 is not in the cache and downloads are off")
