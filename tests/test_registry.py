@@ -158,3 +158,37 @@ def test_pillow_opens_a_stream_with_no_model_set(empty_places):
     with Image.open(path) as image:
         image.load()
         assert image.size == (96, 64)
+
+
+def _corpus_streams(space: str):
+    import json
+
+    from .test_conformance import CORPUS
+
+    for name, entry in json.loads((CORPUS / "manifest.json").read_text())["streams"].items():
+        if entry["header"]["latent_space"] == space:
+            yield name, (CORPUS / entry["file"]).read_bytes(), entry
+
+
+def test_the_trained_set_decodes_every_conformance_stream_of_its_space(empty_places):
+    decoded = 0
+    for name, data, entry in _corpus_streams("sd1"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DecoderNote)
+            image = sdlite.decompress(data, max_pixels=None)  # no model: a trained band, or the nearest (their id is nowhere)
+        assert image.size == (entry["header"]["width"], entry["header"]["height"]), name
+        assert sdlite.decompress(data, model="taesd-codec", max_pixels=None).size == image.size
+        decoded += 1
+    assert decoded >= 15
+
+
+def test_rate_awareness_picks_the_band_of_the_step():
+    taesd_codec = codec_decoders.for_space("sd1")
+    bands = sorted(taesd_codec.bands, key=lambda b: b.min_step)
+    finest, coarsest = bands[0], bands[-1]
+    assert taesd_codec.band_for(finest.min_step / 2) is None  # finer than any band: the base decoder's domain
+    assert taesd_codec.band_for(finest.min_step) == finest
+    assert taesd_codec.band_for(coarsest.min_step * 10) == coarsest
+    assert taesd_codec.nearest(finest.min_step / 2) == finest and taesd_codec.nearest(None) == finest
+    for low, high in zip(bands, bands[1:]):
+        assert low.max_step == high.min_step  # no step falls between two bands
