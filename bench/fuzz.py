@@ -430,7 +430,7 @@ def _hostile_records(rng: np.random.Generator, folder: Path) -> str:
 
 def run(cases: int, seed: int = 0, progress=None) -> dict:
     from sdlite import pillow, verified
-    from sdlite import bundle as bundles
+    from sdlite import files
 
     rng = np.random.default_rng(seed)
     streams = seed_streams(rng)
@@ -479,7 +479,7 @@ def run(cases: int, seed: int = 0, progress=None) -> dict:
             else:
                 description = _hostile_records(rng, scratch / "records")
                 data = b""
-                check = lambda: verified.sha256_of(scratch / "records" / "model.onnx", bundles.file_sha256)  # noqa: E731
+                check = lambda: verified.sha256_of(scratch / "records" / "model.onnx", files.file_sha256)  # noqa: E731
             t0 = time.perf_counter()
             try:
                 check()

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sdlite.bundle import COMPONENTS  # one definition, shared with the runtime that reads bundles
+from sdlite.manifest import COMPONENTS  # one definition, shared with the runtime that reads bundles
 
 from .autoencoder_tiny import check_latent_space, is_autoencoder_tiny, space_of_name, wrappers
 from .bundle import DEFAULT_OPSET, convert, install, seal, vae_downsample_factor, write_extras, write_manifest

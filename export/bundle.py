@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from sdlite import manifest as manifests
-from sdlite.bundle import MODEL_FILE, SCHEDULER_CONFIG, UNCOND_FILE
+from sdlite.bundle import SCHEDULER_CONFIG, UNCOND_FILE
+from sdlite.manifest import MODEL_FILE
 
 log = logging.getLogger("export")
 

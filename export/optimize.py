@@ -37,7 +37,7 @@ log = logging.getLogger("export")
 
 OPTIMIZED_FILE = "model.opt.onnx"
 TARGETS = ("cpu", "cuda")
-MODEL_TYPES = {"unet": "unet", "vae_encoder": "vae", "vae_decoder": "vae"}  # sdlite.bundle.COMPONENTS -> optimizer model type
+MODEL_TYPES = {"unet": "unet", "vae_encoder": "vae", "vae_decoder": "vae"}  # sdlite.manifest.COMPONENTS -> optimizer model type
 CHECK_ATOL = {"fp32": 2e-3, "fp16": 5e-2}  # relative to max(1, max |output|), as the export's validation
 
 
@@ -170,7 +170,8 @@ def optimize_bundle(bundle, *, components=None, target: str = "cpu", keep_origin
     unless keep_original (a full SD U-Net is 3.4 GB twice)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from sdlite.bundle import MANIFEST, read_bundle
+    from sdlite.bundle import read_bundle
+    from sdlite.manifest import MANIFEST
 
     if target not in TARGETS:
         raise ExportError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
@@ -210,7 +211,7 @@ def _link_or_copy(source, target):
 
 def _optimize_components(folder: Path, manifest: dict, wanted: list[str], target: str, keep_original: bool, progress,
                          optimize_model) -> dict:
-    from sdlite.bundle import component_files
+    from sdlite.manifest import component_files
 
     done = {}
     for component in wanted:

@@ -239,7 +239,6 @@ def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int |
     import torch
 
     from bench.lpips import load_weights
-    from sdlite import latent_space as spaces
     from sdlite import tae
 
     if threads:

@@ -1,5 +1,6 @@
-"""Model bundles on disk: finding them, reading their manifest (or an optimum folder's config.json),
-checking their files, and the model id that streams carry. Shared with the export package, which
+"""A model bundle on disk: reading its manifest (or an optimum folder's config.json) and checking its files
+(what a model name means and where bundles are found is sdlite.registry's job; the manifest format and ids
+are sdlite.manifest's). Shared with the export package, which
 writes what this module reads. No sessions here: see sdlite.model for running a bundle.
 
 A bundle is a folder with vae_encoder/, vae_decoder/ and optionally unet/ (each model.onnx, maybe
@@ -10,8 +11,6 @@ config.json files, and its model id is hashed from its ONNX files.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import stat
@@ -24,17 +23,12 @@ from . import latent_space as spaces
 from . import verified
 from .bitstream import MAX_FACTOR, MAX_LATENT_CHANNELS
 from .errors import BundleError, ModelNotFoundError, OptionError
+from .files import file_sha256, inside, read_json
+from .manifest import (BUNDLE_FORMAT, COMPONENTS, MANIFEST, MODEL_FILE, VAE_COMPONENTS, component_digest, component_files,
+                       derive_model_id)
 
-MANIFEST = "manifest.json"
-BUNDLE_FORMAT = 1
-COMPONENTS = ("vae_encoder", "vae_decoder", "unet")
-VAE_COMPONENTS = ("vae_encoder", "vae_decoder")
-MODEL_FILE = "model.onnx"
 UNCOND_FILE = "uncond.npy"
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
-ENV_MODEL = "SDLITE_MODEL"
-ENV_MODELS_DIR = "SDLITE_MODELS_DIR"
-DEFAULT_MODELS_DIR = "models"
 EXPORT_HINT = (
     "use model='taesd' / --model taesd (or taesdxl, taesd3, taef1: fetched once, 5-10 MB, and built without torch), "
     "a local AutoencoderTiny folder as the model, or make a bundle with "
@@ -51,137 +45,8 @@ ONNX_DTYPES = {
     "tensor(int32)": np.int32,
 }
 """numpy dtype of each ONNX input type sdlite feeds (the export's validation uses the same map)."""
-_HASH_CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def component_files(folder: Path) -> list[Path]:
-    """The files that hold a component's graph and weights (model.onnx and its external data)."""
-    return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and (p.name == MODEL_FILE or p.name.startswith(MODEL_FILE + "_") or p.suffix in (".data", ".bin", ".pb"))
-    )
-
-
-def component_digest(file_hashes: list[str]) -> str:
-    return hashlib.sha256("\n".join(file_hashes).encode()).hexdigest()
-
-
-def derive_model_id(encoder_digest: str, decoder_digest: str) -> str:
-    """16 hex characters naming a VAE: the hashes of its encoder's and decoder's files.
-
-    The U-Net is left out on purpose: it refines decoding but does not change what a stream means, so
-    a VAE-only bundle and a full bundle of the same VAE read each other's streams."""
-    return hashlib.sha256(f"sdlite-model-v1\n{encoder_digest}\n{decoder_digest}".encode()).hexdigest()[:16]
-
-
 def is_bundle(folder: Path) -> bool:
     return (folder / MANIFEST).is_file() or (folder / "vae_decoder" / MODEL_FILE).is_file() or (folder / "vae_encoder" / MODEL_FILE).is_file()
-
-
-def models_dir() -> Path:
-    return Path(os.environ.get(ENV_MODELS_DIR) or DEFAULT_MODELS_DIR)
-
-
-def available_models(folder: Path | None = None) -> list[str]:
-    folder = folder or models_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_bundle(p))
-
-
-def resolve_model_path(model: str | os.PathLike | None) -> Path:
-    """model: a bundle path, a bundle name under the models folder, a TAE release name (taesd, taesd@1.2, taesdxl,
-    taesd3, taef1: fetched from its pinned commit and built once into the model cache, sdlite.fetch), a local
-    AutoencoderTiny folder (built once into the cache), or None ($SDLITE_MODEL, then the only bundle in the
-    models folder, then the default release, taesd)."""
-    if model is None:
-        model = os.environ.get(ENV_MODEL) or None
-    if model is None:
-        from .releases import DEFAULT_MODEL
-
-        names = available_models()
-        if len(names) == 1:
-            return models_dir() / names[0]
-        model = DEFAULT_MODEL  # the pinned TAESD release: fetched once, then offline
-    from .codec_decoders import shipped
-
-    if str(model) in shipped():
-        raise ModelNotFoundError(f"{model} is a set of decoders trained for the codec (no encoder): decode with it "
-                                 f"(decompress(data, model={str(model)!r})); compress with its base model, e.g. taesd")
-    path = Path(model)
-    if path.is_dir() and is_bundle(path):
-        return path
-    named = models_dir() / str(model)
-    if named.is_dir() and is_bundle(named):
-        return named
-    from . import fetch, releases, tae
-
-    if path.is_dir() and tae.is_tae_folder(path):
-        return fetch.bundle_for_folder(path)
-    if not path.exists() and releases.is_release_name(str(model)):
-        return fetch.bundle_for_name(str(model))
-    if path.is_dir():
-        raise ModelNotFoundError(
-            f"{path} is not a model bundle: it has neither {MANIFEST} nor vae_encoder/{MODEL_FILE} / vae_decoder/{MODEL_FILE}; {EXPORT_HINT}"
-        )
-    from . import releases
-
-    close = releases.suggestion(str(model)) if not path.exists() else None
-    if close:
-        raise ModelNotFoundError(f"no model {model!r}: did you mean {close}?")
-    known = available_models()
-    choices = f" (bundles in {models_dir()}/: {', '.join(known)})" if known else ""
-    raise ModelNotFoundError(f"no model bundle at {model!r}{choices}; {EXPORT_HINT}")
-
-
-AUTO_MODEL = "auto"
-BEST_FROM_BPP = {"sd1": 0.0, "sd3": 0.3}
-"""The rate (bits per pixel) from which each latent space's TAE bundle gave the lowest LPIPS-alex in the
-four-space quality run (BENCHMARKS.md, Kodak kodim01-12): sd1 below, sd3 above; sdxl and flux never."""
-
-
-def choose_model(bpp: float, folder: Path | None = None) -> Path:
-    """The bundle in the models folder whose latent space is best at `bpp` bits per pixel (BEST_FROM_BPP;
-    the next best space when that one has no bundle, then any bundle of a known space), by name within a
-    space. ModelNotFoundError when the folder has none."""
-    folder = folder or models_dir()
-    names = available_models(folder)
-    by_space: dict[str, list[str]] = {}
-    for name in names:
-        try:
-            space = read_bundle(folder / name).latent_space_name
-        except (BundleError, ModelNotFoundError):
-            continue
-        by_space.setdefault(space, []).append(name)
-    best_here = sorted((s for s in BEST_FROM_BPP if BEST_FROM_BPP[s] <= bpp), key=BEST_FROM_BPP.get, reverse=True)
-    best_above = sorted((s for s in BEST_FROM_BPP if BEST_FROM_BPP[s] > bpp), key=BEST_FROM_BPP.get)
-    for space in best_here + best_above + sorted(set(by_space) - set(BEST_FROM_BPP)):
-        if by_space.get(space):
-            return folder / by_space[space][0]
-    raise ModelNotFoundError(f"no model bundle in {folder}/ to choose from; {EXPORT_HINT}")
-
-
-def find_model(model_id: str, folder: Path | None = None) -> Path:
-    """The bundle in the models folder whose model id is `model_id` (a stream's encoder); ModelNotFoundError
-    naming the bundles there otherwise."""
-    folder = folder or models_dir()
-    names = available_models(folder)
-    for name in names:
-        try:
-            if read_bundle(folder / name).model_id == model_id:
-                return folder / name
-        except (BundleError, ModelNotFoundError):
-            continue
-    listed = f" (bundles there: {', '.join(names)})" if names else ""
-    raise ModelNotFoundError(f"no bundle in {folder}/ has model id {model_id}{listed}; pass --model with the encoder's bundle")
 
 
 @dataclass(frozen=True)
@@ -191,8 +56,6 @@ class FileEntry:
     size: int | None
 
 
-MAX_JSON_BYTES = 1 << 20
-"""A manifest or config.json larger than this is refused before it is parsed."""
 MAX_EXTRA_BYTES = {UNCOND_FILE: 8 << 20, SCHEDULER_CONFIG: 64 << 10}
 """Bundles made before their extras were hashed: the most bytes uncond.npy and the scheduler config may
 have (SD 1.5's embedding is 236 KB, SDXL-sized ones 630 KB; a scheduler config about 1 KB)."""
@@ -224,48 +87,6 @@ class BundleInfo:
     @property
     def latent_space_name(self) -> str:
         return self.latent_space.name if self.latent_space else "unknown"
-
-
-def read_regular(path: Path, limit: int, what: str, *, follow_links: bool = False) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes (what: how the error calls such a file); a
-    FIFO, device, folder (or, unless follow_links, a symbolic link) or a larger file is a BundleError."""
-    try:
-        info = path.stat() if follow_links else path.lstat()
-        if not stat.S_ISREG(info.st_mode):
-            raise BundleError(f"{path} is not a regular file")
-        if info.st_size > limit:
-            raise BundleError(f"{path} has {info.st_size} bytes, over the {limit} {what} may have")
-        return path.read_bytes()
-    except OSError as exc:
-        raise BundleError(f"cannot read {path}: {type(exc).__name__}: {exc}"[:300]) from None
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object from a regular file of at most MAX_JSON_BYTES; anything else is a BundleError."""
-    try:
-        value = json.loads(read_regular(path, MAX_JSON_BYTES, "a bundle's JSON"))
-    except BundleError:
-        raise
-    except (OSError, ValueError, RecursionError) as exc:
-        raise BundleError(f"cannot read {path}: {type(exc).__name__}: {exc}"[:300]) from None
-    if not isinstance(value, dict):
-        raise BundleError(f"{path} does not hold a JSON object")
-    return value
-
-
-def inside(bundle: Path, relative, what: str) -> Path:
-    """bundle / relative, refused unless it names a place inside the bundle: no absolute paths, no '..',
-    no symbolic link leading out."""
-    if not isinstance(relative, str) or not relative or "\0" in relative:
-        raise BundleError(f"{bundle}: {what} must be a relative path inside the bundle, got {relative!r}")
-    parts = Path(relative).parts
-    if Path(relative).is_absolute() or ".." in parts or relative.startswith(("/", "\\")):
-        raise BundleError(f"{bundle}: {what} {relative!r} points outside the bundle; a manifest may name only files inside it")
-    target = bundle / relative
-    root = os.path.realpath(bundle)
-    if os.path.commonpath([root, os.path.realpath(target)]) != root:
-        raise BundleError(f"{bundle}: {what} {relative!r} leads outside the bundle (a symbolic link); refusing to read it")
-    return target
 
 
 def _number(manifest_path: Path, value, what: str, *, integer: bool = False, low=None, high=None, optional: bool = False):
@@ -379,7 +200,8 @@ def read_bundle(path: Path) -> BundleInfo:
                      low=1, high=MAX_FACTOR)
     present = frozenset(c for c in COMPONENTS if (path / c / MODEL_FILE).is_file())
     digests = [
-        component_digest([file_sha256(p) for p in component_files(path / c)]) if c in present else "absent" for c in VAE_COMPONENTS
+        component_digest([verified.sha256_of(p, file_sha256) for p in component_files(path / c)]) if c in present else "absent"
+        for c in VAE_COMPONENTS
     ]
     named = config.get("latent_space")
     if named is not None and not isinstance(named, str):

@@ -22,8 +22,8 @@ from pathlib import Path
 from PIL import Image
 
 from . import options as request_options
-from .bitstream import read_file, read_header_file, unpack
-from .bundle import AUTO_MODEL, choose_model
+from .bitstream import read_file, read_header_file
+from .registry import AUTO_MODEL, choose_model, resolve_model_path
 from .codec import DECODER_MISMATCH, MAX_SEED, compress, decompress, describe, info
 from . import codec_decoders
 from .errors import DecoderNote, ModelNotFoundError, OptionError, SdliteError
@@ -263,8 +263,6 @@ def _compress_on_ray(files, targets, args, request: CompressOptions) -> int:
         from . import ray as on_ray
     except ImportError as exc:
         raise OptionError(f"--ray needs Ray Data: pip install 'sdlite[ray]' ({exc})") from None
-    from .bundle import resolve_model_path
-
     model_path = str(resolve_model_path(args.model).resolve())  # workers load the bundle by path
     submitted = [f for f, t in zip(files, targets) if args.force or not t.exists()]
     results = on_ray.compress_files(submitted, model=model_path, address=None if args.ray == "local" else args.ray, options=request,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BundleError
+from .files import read_regular
 
 PACKAGE_DIR = Path(__file__).resolve().parent / "decoders"
 LISTING = "decoders.json"
@@ -59,8 +60,6 @@ class DecoderSet:
 
 
 def _read(folder: Path) -> DecoderSet:
-    from .bundle import read_regular
-
     listing = folder / LISTING
     try:
         value = json.loads(read_regular(listing, MAX_LISTING_BYTES, "a decoder set's listing"))

@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import stat
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +30,8 @@ from pathlib import Path
 
 from . import latent_space as spaces
 from . import pth, releases, tae, verified
+from .files import file_sha256, write_atomic
+from .sessions import file_identity
 from .errors import BundleError, ModelNotFoundError, SdliteError
 
 log = logging.getLogger("sdlite")
@@ -149,17 +150,6 @@ def download(url: str, limit: int, *, expected_blob: str | None = None, progress
     return data
 
 
-def _write_verified(folder: Path, name: str, data: bytes) -> None:
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(temporary, folder / name)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def fetch_release(release: releases.Release, *, progress=None) -> Path:
     """The folder holding the release's two .pth files in the cache, each verified against its pinned blob hash
     (a cached file that no longer matches is fetched again)."""
@@ -188,7 +178,7 @@ def fetch_release(release: releases.Release, *, progress=None) -> Path:
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise ModelNotFoundError(f"cannot fetch {release.label} from {base} ({reason}); " + local_ways(release.name)) from None
-        _write_verified(folder, pinned.file, data)
+        write_atomic(folder / pinned.file, data)  # named only now, verified
     return folder
 
 
@@ -245,9 +235,6 @@ _digests: dict[tuple, str] = {}
 
 def _weights_digest(path: Path) -> str:
     """The weights file's sha256, hashed once per version of the file (every load_model(folder) asks)."""
-    from .bundle import file_sha256
-    from .sessions import file_identity
-
     key = (os.path.realpath(path), file_identity(path))
     if key not in _digests:
         if len(_digests) >= _DIGESTS_KEPT:

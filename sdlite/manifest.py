@@ -1,6 +1,6 @@
 """Writing a bundle's manifest, its model id and its permissions: one place for every writer (the torch
 export, int8 quantization, graph optimisation and sdlite's own TAE builder). sdlite.bundle reads what
-this module writes.
+this module writes. The format's names (MANIFEST, COMPONENTS, MODEL_FILE) and its ids live here.
 
 Model ids name the weights: the hash of the VAE's encoder and decoder tensors (names, shapes, float32
 values) and of the latent convention (space, scaling, shift), so two exports of the same weights through
@@ -13,15 +13,40 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .bundle import BUNDLE_FORMAT, COMPONENTS, MANIFEST, component_digest, component_files, derive_model_id, file_sha256
+from .files import file_sha256, write_atomic
+
+MANIFEST = "manifest.json"
+BUNDLE_FORMAT = 1
+COMPONENTS = ("vae_encoder", "vae_decoder", "unet")
+VAE_COMPONENTS = ("vae_encoder", "vae_decoder")
+MODEL_FILE = "model.onnx"
+
+def component_files(folder: Path) -> list[Path]:
+    """The files that hold a component's graph and weights (model.onnx and its external data)."""
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and (p.name == MODEL_FILE or p.name.startswith(MODEL_FILE + "_") or p.suffix in (".data", ".bin", ".pb"))
+    )
+
+
+def component_digest(file_hashes: list[str]) -> str:
+    return hashlib.sha256("\n".join(file_hashes).encode()).hexdigest()
+
+
+def derive_model_id(encoder_digest: str, decoder_digest: str) -> str:
+    """16 hex characters naming a VAE: the hashes of its encoder's and decoder's files.
+
+    The U-Net is left out on purpose: it refines decoding but does not change what a stream means, so
+    a VAE-only bundle and a full bundle of the same VAE read each other's streams."""
+    return hashlib.sha256(f"sdlite-model-v1\n{encoder_digest}\n{decoder_digest}".encode()).hexdigest()[:16]
+
+
 
 WEIGHTS_ID_TAG = "sdlite-weights-v1"
 MODEL_FILE_MODE = 0o444
@@ -68,15 +93,7 @@ def write(folder: Path, manifest: dict) -> dict:
     """Write folder/manifest.json (atomically) with the fields every manifest has filled in."""
     manifest = {"bundle_format": BUNDLE_FORMAT, **manifest}
     manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    target = folder / MANIFEST
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".manifest-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(manifest, handle, indent=2)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
     return manifest
 
 

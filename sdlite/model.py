@@ -14,8 +14,9 @@ import numpy as np
 
 from . import sessions
 from .sessions import cached, check_settings, file_identity
-from .bundle import (EXPORT_HINT, MODEL_FILE, ONNX_DTYPES, SCHEDULER_CONFIG, UNCOND_FILE, check_extra, check_files, read_bundle,
-                     read_json, resolve_model_path)
+from .bundle import EXPORT_HINT, MODEL_FILE, ONNX_DTYPES, SCHEDULER_CONFIG, UNCOND_FILE, check_extra, check_files, read_bundle
+from .files import read_json
+from .registry import resolve_model_path
 from .errors import BundleError, ModelNotFoundError, OptionError, SdliteError
 from .scheduler import DEFAULT_STEPS, DEFAULT_STRENGTH, DDIM
 from .tiling import DEFAULT_TILE, check_tile, run_tiled
@@ -238,7 +239,7 @@ class Model:
 def load_model(model=None, *, providers=None, threads: int | None = None, strict: bool = False, sessions=None,
                verify: bool = True, session_settings: dict | None = None) -> Model:
     """A Model from a Model (returned as is), a bundle path or name, or None (see
-    sdlite.bundle.resolve_model_path). Loaded models live in sdlite.sessions' one cache, keyed by the
+    sdlite.registry.resolve_model_path). Loaded models live in sdlite.sessions' one cache, keyed by the
     bundle's path and its manifest's identity (a re-export into the same folder is loaded afresh),
     providers, threads, strict, verify and session_settings; sdlite.clear_cache() empties it.
     session_settings: onnxruntime session settings over sdlite's defaults (see Model)."""

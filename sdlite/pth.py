@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleError
+from .files import read_regular
 
 MAX_PICKLE_BYTES = 1 << 20  # a TAE state dict's pickle is about 11 kB
 MAX_MEMBERS = 4096
@@ -97,8 +98,6 @@ class _StateDictUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its 
 
 def read_state_dict(path: Path, *, max_bytes: int) -> dict[str, np.ndarray]:
     """The tensors of a .pth state dict as float32 arrays, checked; BundleError for anything else."""
-    from .bundle import read_regular
-
     data = read_regular(path, max_bytes, "a .pth state dict", follow_links=True)
     try:
         return _read(data, path)

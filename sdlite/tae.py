@@ -27,6 +27,7 @@ import numpy as np
 from . import latent_space as spaces
 from . import manifest as manifests
 from .errors import BundleError, OptionError
+from .files import file_sha256, read_regular
 
 log = logging.getLogger("sdlite")
 
@@ -69,8 +70,6 @@ def is_tae_folder(path: Path) -> bool:
 
 
 def _read_config_json(path: Path) -> dict:
-    from .bundle import read_regular
-
     try:
         value = json.loads(read_regular(path, MAX_CONFIG_BYTES, "an AutoencoderTiny config.json", follow_links=True))
     except (ValueError, RecursionError) as exc:
@@ -121,8 +120,6 @@ def read_config(path: Path) -> dict:
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """All tensors of a safetensors file as float32 arrays (F32, F16 and BF16 accepted), checked: the
     header is bounded, every tensor lies inside the data, and no two overlap."""
-    from .bundle import read_regular
-
     data = read_regular(path, MAX_WEIGHTS_BYTES, "a TAE's weights", follow_links=True)  # hub caches link their files
     if len(data) < 8:
         raise BundleError(f"{path} is not a safetensors file (too short)")
@@ -316,8 +313,6 @@ def resolve_space(folder: Path, config: dict, latent_space: str | None) -> space
 
 def build_bundle(source: Path, output: Path, *, latent_space: str | None = None, origin: dict | None = None) -> dict:
     """Build the bundle of the AutoencoderTiny folder `source` at `output` (replaced once whole); return its manifest."""
-    from .bundle import file_sha256
-
     source = Path(source)
     config = read_config(source)
     space = resolve_space(source, config, latent_space)

@@ -23,9 +23,10 @@ import json
 import logging
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Callable
+
+from .files import write_atomic
 
 VERIFY_NOTICE_BYTES = 1_000_000  # smaller files hash in milliseconds: not worth a line
 log = logging.getLogger("sdlite")
@@ -98,17 +99,13 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, records: dict) -> None:
-    temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".verified-", dir=path.parent)
-        with os.fdopen(handle, "w") as out:
-            json.dump(records, out)
-        os.replace(temporary, path)  # atomic: concurrent loads see the old or the new records, never half
+        # atomic (concurrent loads see the old or the new records, never half) and private: records are trusted
+        # only when nobody else can write them
+        write_atomic(path, json.dumps(records).encode(), mode=0o600)
     except OSError as error:
         log.debug("could not record verified files in %s: %s", path, error)
-        if temporary and os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 progress_log = logging.getLogger("sdlite.progress")

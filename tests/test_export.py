@@ -15,7 +15,8 @@ def _leftovers(folder):
 
 
 def test_manifest_contents(tiny_bundle):
-    from sdlite.bundle import component_digest, derive_model_id, file_sha256
+    from sdlite.files import file_sha256
+    from sdlite.manifest import component_digest, derive_model_id
 
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     assert manifest["bundle_format"] == 1

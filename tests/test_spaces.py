@@ -9,7 +9,7 @@ from PIL import Image
 
 from sdlite import BitstreamError, OptionError, bitstream, compress, compress_latents, decompress, decompress_latents, info, load_model
 from sdlite import latent_space as spaces
-from sdlite.bundle import BEST_FROM_BPP, choose_model, find_model
+from sdlite.registry import BEST_FROM_BPP, choose_model, find_model
 from sdlite.cli import main
 from sdlite.methods import entropy
 from sdlite.methods.entropy import channels, params

@@ -293,7 +293,7 @@ def test_deeply_nested_or_huge_manifests_are_bundle_errors(tmp_path):
     (folder / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(BundleError, match="RecursionError|JSON object"):
         load_model(folder)
-    (folder / "manifest.json").write_bytes(b" " * (sdlite.bundle.MAX_JSON_BYTES + 1))
+    (folder / "manifest.json").write_bytes(b" " * (sdlite.files.MAX_JSON_BYTES + 1))
     with pytest.raises(BundleError, match="over the"):
         load_model(folder)
 

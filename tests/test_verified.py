@@ -9,11 +9,11 @@ import threading
 
 import pytest
 
-from sdlite import bundle, load_model, verified
+from sdlite import files, load_model, verified
 from sdlite.errors import BundleError
 
 
-REAL_SHA256 = bundle.file_sha256
+REAL_SHA256 = files.file_sha256
 
 
 class Spy:
@@ -42,7 +42,7 @@ def test_an_unchanged_file_is_hashed_once(tmp_path, records):
     _read_only(model)
     spy = Spy()
     first = verified.sha256_of(model, spy)
-    assert verified.sha256_of(model, spy) == first == bundle.file_sha256(model) and spy.calls == 1
+    assert verified.sha256_of(model, spy) == first == files.file_sha256(model) and spy.calls == 1
     assert list(json.loads(records.read_text())) == [os.path.realpath(model)]
 
 
@@ -56,7 +56,7 @@ def test_a_rewrite_is_hashed_again_even_with_the_old_size_and_time(tmp_path, rec
     model.write_bytes(b"b" * 4096)  # same size
     _read_only(model)
     os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old modification time
-    assert verified.sha256_of(model, spy) == bundle.file_sha256(model) and spy.calls == 2
+    assert verified.sha256_of(model, spy) == files.file_sha256(model) and spy.calls == 2
 
 
 def test_records_off_or_unreadable_only_cost_a_hash(tmp_path, records, monkeypatch):
@@ -66,7 +66,7 @@ def test_records_off_or_unreadable_only_cost_a_hash(tmp_path, records, monkeypat
     records.parent.mkdir(parents=True)
     records.write_text("{not json")
     spy = Spy()
-    assert verified.sha256_of(model, spy) == bundle.file_sha256(model) and spy.calls == 1
+    assert verified.sha256_of(model, spy) == files.file_sha256(model) and spy.calls == 1
     assert verified.sha256_of(model, spy) and spy.calls == 1  # the damaged file was replaced by good records
     monkeypatch.setenv(verified.CACHE_DIR_ENV, "off")
     assert verified.cache_dir() is None
@@ -109,7 +109,7 @@ def test_a_file_changed_through_a_live_shared_mapping_is_never_vouched_for(tmp_p
         assert (before.st_mtime_ns, before.st_ctime_ns, before.st_size) == (after.st_mtime_ns, after.st_ctime_ns, after.st_size)
         mapping.flush()
         second = verified.sha256_of(model, spy)
-    assert second != first and second == bundle.file_sha256(model) and spy.calls == 2
+    assert second != first and second == files.file_sha256(model) and spy.calls == 2
     assert not records.exists()  # nothing was recorded for a writable file
 
 
@@ -125,7 +125,7 @@ def test_forged_or_hostile_records_are_ignored(tmp_path, records):
     model = tmp_path / "model.onnx"
     model.write_bytes(b"real weights")
     _read_only(model)
-    real = bundle.file_sha256(model)
+    real = files.file_sha256(model)
     forged = "0" * 64
     _forge(records, model, forged)
     records.chmod(0o666)  # anyone could have written it
@@ -156,4 +156,4 @@ def test_a_fifo_in_place_of_the_records_does_not_hang(tmp_path, records):
     worker = threading.Thread(target=lambda: result.append(verified.sha256_of(model, Spy())), daemon=True)
     worker.start()
     worker.join(30)
-    assert result == [bundle.file_sha256(model)]
+    assert result == [files.file_sha256(model)]
