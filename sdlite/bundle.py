@@ -30,11 +30,9 @@ from .manifest import (BUNDLE_FORMAT, COMPONENTS, MANIFEST, MODEL_FILE, VAE_COMP
 UNCOND_FILE = "uncond.npy"
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 EXPORT_HINT = (
-    "use model='taesd' / --model taesd (or taesdxl, taesd3, taef1: fetched once, 5-10 MB, and built without torch), "
-    "a local AutoencoderTiny folder as the model, or make a bundle with "
-    "`python -m export --vae madebyollin/taesd --components vae_encoder vae_decoder --output models/taesd` "
-    "(TAESD, 10 MB from the Hugging Face hub), `python -m export --output models/sd15` (SD 1.5, about 4 GB), "
-    "`python -m export --model PATH --output models/NAME` for a local diffusers folder, or "
+    "use model='taesd' / --model taesd (TAESD 1.3, or taesdxl, taesd3, taef1, taesd@1.2: 5 MB fetched once from a pinned commit and "
+    "built without torch), a local AutoencoderTiny folder as the model, or make a bundle with `python -m export --output models/sd15` "
+    "(SD 1.5, about 4 GB), `python -m export --model PATH --output models/NAME` for a local diffusers folder, or "
     "`python -m export --tiny --output models/tiny` (random weights, offline, for tests)"
 )
 ONNX_DTYPES = {

@@ -23,7 +23,7 @@ from PIL import Image
 
 from . import options as request_options
 from .bitstream import read_file, read_header_file
-from .registry import AUTO_MODEL, choose_model, resolve_model_path
+from .registry import AUTO_MODEL, available_models, choose_model, models_dir, resolve_model_path
 from .codec import DECODER_MISMATCH, MAX_SEED, compress, decompress, describe, info
 from . import codec_decoders
 from .errors import DecoderNote, ModelNotFoundError, OptionError, SdliteError
@@ -46,14 +46,25 @@ class OutputExists(Exception):
 
 
 def expand_inputs(inputs: list[str], suffixes: set[str]) -> list[Path]:
-    """Files named on a command line: folders expand to their files with one of `suffixes`, sorted."""
+    """Files named on a command line: folders expand to their entries with one of `suffixes`, sorted. Nothing
+    is dropped silently: an entry that is not a regular file (a FIFO, a device, a link loop) and a folder that
+    cannot be listed stay in the list, and the batch reports each on its own line and goes on."""
     files: list[Path] = []
     for name in inputs:
         path = Path(name)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-        else:
+        try:
+            is_dir = path.is_dir()
+        except OSError:
+            is_dir = False
+        if not is_dir:
             files.append(path)
+            continue
+        try:
+            entries = sorted(path.iterdir())
+        except OSError:
+            files.append(path)  # cannot be listed: reported by the batch
+            continue
+        files += [p for p in entries if p.suffix.lower() in suffixes]
     return files
 
 
@@ -81,10 +92,15 @@ def _targets(files: list[Path], args, suffix: str) -> list[Path]:
     return targets
 
 
+MAX_NAME_BYTES = 255  # most file systems' limit on one name
+
+
 def _temporary_beside(target: Path):
-    """A new file beside target, created with mode 0666 less the umask (as any new file would be)."""
+    """A new file beside target, created with mode 0666 less the umask (as any new file would be). Its name
+    stays within MAX_NAME_BYTES whatever the target's (a long name is shortened, not refused)."""
+    stem = target.name.encode()[: MAX_NAME_BYTES - 20].decode(errors="ignore")
     for _ in range(100):
-        candidate = target.parent / f".{target.name}.{secrets.token_hex(6)}.part"
+        candidate = target.parent / f".{stem}.{secrets.token_hex(6)}.part"
         try:
             return candidate, os.fdopen(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
         except FileExistsError:
@@ -142,13 +158,38 @@ def _progress(done: int, total: int, name: str, detail: str) -> None:
     sys.stderr.write(f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {_printable(name)}: {_printable(detail)}\n")
 
 
+def _input_problem(source: Path) -> str | None:
+    """Why an input cannot be read (not a regular file, cannot be listed or opened), or None."""
+    try:
+        mode = source.stat().st_mode
+    except OSError as exc:
+        return f"cannot read {source}: {exc.strerror or exc}"
+    if stat.S_ISDIR(mode):
+        return f"cannot list the folder {source}" if not os.access(source, os.R_OK | os.X_OK) else f"{source} is a folder"
+    if not stat.S_ISREG(mode):
+        return f"{source} is not a regular file (a FIFO, device or socket)"
+    if not os.access(source, os.R_OK):
+        return f"cannot read {source}: permission denied"
+    return None
+
+
 def _run_batch(files, targets, work, args) -> int:
     failures = done = skipped = 0
     total_in = total_out = pixels = compressed_bytes = 0
     started = time.perf_counter()
     try:
         for i, (source, target) in enumerate(zip(files, targets), 1):
-            if target.exists() and not args.force:  # early skip; write_atomic makes the final check
+            problem = _input_problem(source)
+            if problem is None:
+                try:
+                    exists = target.exists()
+                except OSError as exc:  # an unsearchable folder, a name too long, ...
+                    problem = f"cannot write {target}: {exc.strerror or exc}"
+            if problem is not None:
+                failures += 1
+                _progress(i, len(files), source.name or str(source), f"error: {problem}")
+                continue
+            if exists and not args.force:  # early skip; write_atomic makes the final check
                 # an output that is there is kept and counts as done: a rerun (or a resumed batch) exits 0
                 skipped += 1
                 _progress(i, len(files), source.name, f"kept: {target} exists (--force replaces it)")
@@ -212,6 +253,9 @@ def _cmd_compress(args) -> int:
     automatic = args.model == AUTO_MODEL
     if automatic and args.bpp is None and args.target_bytes is None:
         raise OptionError(f"--model {AUTO_MODEL} chooses the bundle by rate: give --bpp or --target-bytes")
+    if automatic and not available_models():
+        raise ModelNotFoundError(f"--model {AUTO_MODEL} chooses among the bundles in {models_dir()}/, and there are none; put bundles "
+                                 "there (e.g. `python -c \"from sdlite import tae; tae.build_bundle(FOLDER, 'models/NAME')\"`) or name a model")
     targets = _targets(files, args, SDZ_SUFFIX)
     if args.ray is not None:
         if args.bpp is not None or automatic:
