@@ -180,6 +180,8 @@ def read_bundle(path: Path) -> BundleInfo:
     manifest_path = path / MANIFEST
     if manifest_path.is_file():
         return _from_manifest(path, manifest_path)
+    if os.path.lexists(manifest_path):  # a folder, FIFO or dangling link where the manifest belongs: not a manifest-less folder
+        raise BundleError(f"{manifest_path} is not a regular file; a bundle's manifest must be one (re-export the bundle)")
     config: dict = {}
     for component in VAE_COMPONENTS:
         config_path = path / component / "config.json"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -245,6 +246,8 @@ def load_model(model=None, *, providers=None, threads: int | None = None, strict
     session_settings: onnxruntime session settings over sdlite's defaults (see Model)."""
     if isinstance(model, Model):
         return model
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise OptionError(f"model must be a bundle path or name, a TAE name, a loaded sdlite.Model or None, got {type(model).__name__} {model!r}"[:200])
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise OptionError(f"threads must be a positive integer, got {threads!r}")
     path = resolve_model_path(model)

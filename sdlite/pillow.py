@@ -35,7 +35,8 @@ from .options import CompressOptions
 from .errors import BitstreamError, ModelNotFoundError, OptionError, SdliteError
 from .model import Model, load_model
 
-__all__ = ["register", "set_model", "set_max_pixels", "FORMAT", "EXTENSION", "SdzImageFile", "SdzFormatError", "SdzDecodeError"]
+__all__ = ["register", "set_model", "set_max_pixels", "FORMAT", "EXTENSION", "SdzImageFile", "SdzFormatError", "SdzDecodeError",
+           "SdzEncodeError"]
 
 FORMAT = "SDZ"
 EXTENSION = ".sdz"
@@ -54,6 +55,10 @@ class SdzFormatError(UnidentifiedImageError, BitstreamError):
 
 class SdzDecodeError(OSError, SdliteError):
     """load() of an SDZ image failed; the message is sdlite's."""
+
+
+class SdzEncodeError(OSError, SdliteError):
+    """Saving an SDZ image failed (Pillow's OSError, and an sdlite error as the README promises); the message is sdlite's."""
 
 
 def set_model(model=None, **options) -> Model | None:
@@ -133,8 +138,10 @@ def _compressed(im: Image.Image, params: dict) -> bytes:
     try:
         request = CompressOptions.from_keywords(params)  # every option checked before the model loads
         return compress(im, model=_current_model(params.get("model")), options=request)
+    except SdzEncodeError:
+        raise
     except SdliteError as exc:
-        raise OSError(f"cannot write SDZ image: {exc}") from exc
+        raise SdzEncodeError(f"cannot write SDZ image: {exc}") from exc
 
 
 def _save(im: Image.Image, fp, filename) -> None:
@@ -144,7 +151,7 @@ def _save(im: Image.Image, fp, filename) -> None:
 
 def _save_all(im: Image.Image, fp, filename) -> None:
     if getattr(im, "n_frames", 1) > 1 or im.encoderinfo.get("append_images"):
-        raise OSError("cannot write SDZ image: an SDZ file holds one image; save the frames one by one")
+        raise SdzEncodeError("cannot write SDZ image: an SDZ file holds one image; save the frames one by one")
     _save(im, fp, filename)
 
 
@@ -165,7 +172,7 @@ def _compress_first(save):
     def wrapper(self, fp, format=None, **params):
         if _is_sdz(fp, format) and _PREPARED not in params:
             if params.get("save_all") and (getattr(self, "n_frames", 1) > 1 or params.get("append_images")):
-                raise OSError("cannot write SDZ image: an SDZ file holds one image; save the frames one by one")
+                raise SdzEncodeError("cannot write SDZ image: an SDZ file holds one image; save the frames one by one")
             params = {**params, _PREPARED: _compressed(self, params)}  # this call's options (older Pillow keeps stale encoderinfo)
         return save(self, fp, format, **params)
 

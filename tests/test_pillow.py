@@ -113,3 +113,19 @@ def test_taesd_round_trip_through_pillow(kodak, tmp_path):
             assert im.size == (512, 768) and np.asarray(im).std() > 10
     finally:
         sdlite.pillow.set_model(None)
+
+
+def test_save_errors_are_sdlite_errors_and_oserrors(tmp_path):
+    from sdlite.pillow import SdzEncodeError
+
+    image = Image.new("RGB", (64, 64))
+    with pytest.raises(SdzEncodeError) as caught:
+        image.save(tmp_path / "x.sdz", target_bytes=10)
+    assert isinstance(caught.value, OSError) and isinstance(caught.value, SdliteError)
+    with pytest.raises(SdliteError, match="model must be"):
+        image.save(tmp_path / "y.sdz", model=12)
+
+
+def test_a_model_of_the_wrong_type_is_an_option_error():
+    with pytest.raises(sdlite.OptionError, match="model must be"):
+        sdlite.compress(np.zeros((64, 64, 3), np.uint8), model=12)

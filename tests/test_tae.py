@@ -277,3 +277,45 @@ def test_a_snapshot_folder_takes_its_space_from_the_recorded_hub_id(tmp_path):
     assert tae.build_bundle(folder, tmp_path / "built")["latent_space"]["name"] == "sdxl"
 
 
+
+
+# -- the third hostile-input probe ------------------------------------------------------------------------------
+
+
+def _header_only_safetensors(path: Path, header: dict, data_bytes: int) -> None:
+    encoded = json.dumps(header).encode()
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)) + encoded)
+        handle.truncate(8 + len(encoded) + data_bytes)
+
+
+def test_many_tensors_over_the_same_bytes_cost_nothing(tmp_path):
+    """2,000 tensors named over one 4 MB span: refused before any tensor is copied (3.78 GB and a MemoryError before)."""
+    import resource
+
+    shape = [1024, 1024]
+    header = {f"t{i}": {"dtype": "F32", "shape": shape, "data_offsets": [0, 4 << 20]} for i in range(2000)}
+    path = tmp_path / "w.safetensors"
+    _header_only_safetensors(path, header, 4 << 20)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(BundleError, match="overlap"):
+        tae.read_safetensors(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KB: well under 64 MB more
+
+
+def test_a_dtype_that_is_not_a_string_is_a_bundle_error(tmp_path):
+    path = tmp_path / "w.safetensors"
+    _header_only_safetensors(path, {"t": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, 4)
+    with pytest.raises(BundleError, match="dtype"):
+        tae.read_safetensors(path)
+
+
+def test_an_oversized_weights_file_is_refused_before_it_is_hashed(tmp_path, monkeypatch):
+    folder = write_tae_folder(tmp_path / "taesd")
+    with open(folder / tae.WEIGHTS_FILE, "r+b") as handle:
+        handle.truncate(tae.MAX_WEIGHTS_BYTES + 1)  # sparse: no disk used
+    hashed = []
+    monkeypatch.setattr(fetch, "file_sha256", lambda path: hashed.append(path) or "0" * 64)
+    with pytest.raises(BundleError, match="over the"):
+        sdlite.load_model(str(folder))
+    assert not hashed

@@ -441,3 +441,34 @@ def test_a_failed_pillow_save_keeps_the_existing_file(fake_model, tmp_path, phot
         assert target.read_bytes()[:4] == b"SDLZ"
     finally:
         sdlite.pillow.set_model(None)
+
+
+def test_a_manifest_that_is_a_folder_is_refused(tmp_path, vaelight):
+    """With model files beside it, the folder used to load as a manifest-less bundle."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(vaelight.path, bundle)
+    (bundle / "manifest.json").mkdir()
+    with pytest.raises(BundleError, match="is not a regular file"):
+        sdlite.load_model(bundle)
+
+
+def test_a_component_that_is_not_onnx_fails_on_first_use_with_an_sdlite_error(tmp_path, vaelight):
+    """Its manifest updated to match, so the sizes and hashes agree: loading is lazy, and the first use of the
+    component names the file (an SdliteError, not onnxruntime's own exception)."""
+    import shutil
+
+    from sdlite import manifest as manifests
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(vaelight.path, bundle)
+    for path in bundle.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    (bundle / "vae_decoder" / "model.onnx").write_bytes(b"not an onnx graph at all")
+    components = {c: manifests.component_entry(bundle, c) for c in ("vae_encoder", "vae_decoder")}
+    manifests.write(bundle, {"model_id": "0123456789abcdef", "components": components, "latent_space": {"name": "sd1"},
+                             "scaling_factor": 0.18215, "latent_channels": 4, "downsample_factor": 8})
+    model = sdlite.load_model(bundle)
+    with pytest.raises(SdliteError, match="model.onnx"):
+        model.decode(np.zeros((1, 4, 8, 8), np.float32))
