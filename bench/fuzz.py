@@ -323,7 +323,7 @@ def _fake_model(folder: Path):
     (folder / "manifest.json").write_text(json.dumps({
         "bundle_format": 1, "model_id": MODEL_ID, "latent_channels": 4, "downsample_factor": 8, "scaling_factor": 0.18215,
         "latent_space": {"name": "sd1"}, "components": {"vae_decoder": {"file": "vae_decoder/model.onnx", "files": []}}}))
-    return Model(folder, sessions_={"vae_decoder": Decoder()})
+    return Model(folder, session_overrides={"vae_decoder": Decoder()})
 
 
 class NotSdz(SdliteError):

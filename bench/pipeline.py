@@ -73,7 +73,7 @@ def run(image_paths, *, models, threads: int | None = None, repeats: int = 3, ou
         decoder = np.mean([_best(lambda z=z: model.decode(z), repeats) for z in latents])
         clock = [0.0]
         timed = load_model(model.path, threads=threads,
-                           sessions={c: _TimedSession(model.session(c), clock) for c in ("vae_encoder", "vae_decoder")})
+                           session_overrides={c: _TimedSession(model.session(c), clock) for c in ("vae_encoder", "vae_decoder")})
         data = [compress(rgb, model=timed) for rgb in rgbs]
         streams[model.path] = data
         comp = [_best_outside(lambda rgb=rgb: compress(rgb, model=timed), clock, repeats) for rgb in rgbs]

@@ -207,7 +207,7 @@ def compress_rgb(rgb: np.ndarray, loaded: Model, request: CompressOptions, *, fu
                 best = (score, scale_value, latents, encoded)
     _, chosen, latents, encoded = best
     header = bitstream.Header(spec.id, loaded.model_id, width, height, latents.shape, loaded.downsample_factor, encoded.params,
-                              latent_space=loaded.info.latent_space_id, scale=chosen)
+                              latent_space=loaded.latent_space_id, scale=chosen)
     bitstream.validate_geometry(header, max_pixels=None)
     return bitstream.pack(header, encoded.payload), chosen, encoded
 
@@ -276,9 +276,9 @@ def _check_decoder(header: bitstream.Header, decoder: Model, *, preview: bool, d
     if header.latent_shape[0] != decoder.latent_channels:
         raise ModelMismatchError(f"stream has {header.latent_shape[0]} latent channels, the model {decoder.path} has {decoder.latent_channels}")
     if header.model_id == decoder.model_id:
-        if header.latent_space not in (spaces.UNKNOWN_ID, decoder.info.latent_space_id):
+        if header.latent_space not in (spaces.UNKNOWN_ID, decoder.latent_space_id):
             raise ModelMismatchError(
-                f"stream claims latent space {header.latent_space} for model {header.model_id}, whose bundle says {decoder.info.latent_space_name}"
+                f"stream claims latent space {header.latent_space} for model {header.model_id}, whose bundle says {decoder.latent_space_name}"
             )
         return
     stream_space = spaces.by_id(header.latent_space)

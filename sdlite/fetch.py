@@ -33,9 +33,9 @@ from . import pth, releases, tae, verified
 from .files import file_sha256, write_atomic
 from .sessions import file_identity
 from .errors import BundleError, ModelNotFoundError, SdliteError
+from .logs import progress_log
 
 log = logging.getLogger("sdlite")
-progress_log = logging.getLogger("sdlite.progress")  # the CLI shows these without -v
 
 ENV_CACHE_DIR = verified.CACHE_DIR_ENV  # one cache folder for hash records, fetched weights and built bundles
 ENV_HUB_URL = "SDLITE_HUB_URL"

@@ -19,6 +19,7 @@ from .bundle import EXPORT_HINT, MODEL_FILE, ONNX_DTYPES, SCHEDULER_CONFIG, UNCO
 from .files import read_json
 from .registry import resolve_model_path
 from .errors import BundleError, ModelNotFoundError, OptionError, SdliteError
+from .logs import progress_log
 from .scheduler import DEFAULT_STEPS, DEFAULT_STRENGTH, DDIM
 from .tiling import DEFAULT_TILE, check_tile, run_tiled
 
@@ -64,14 +65,14 @@ class Model:
     """A loaded bundle. Sessions are created on first use and shared process-wide.
 
     providers: onnxruntime providers (default CUDA if available, else CPU); threads: intra-op threads;
-    strict: raise instead of warning when CUDA was requested but did not attach; sessions_: a mapping of
+    strict: raise instead of warning when CUDA was requested but did not attach; session_overrides: a mapping of
     component name -> your own InferenceSession to use instead; verify: check each component's files
     against the sha256 its manifest records before building its session (sizes are always checked);
     session_settings: onnxruntime session settings for every session built here, over sdlite's per-component
     defaults (sdlite.sessions.SESSION_SETTINGS names them, e.g. {"cpu_mem_arena": True}).
     """
 
-    def __init__(self, path, *, providers=None, threads: int | None = None, strict: bool = False, sessions_=None,
+    def __init__(self, path, *, providers=None, threads: int | None = None, strict: bool = False, session_overrides=None,
                  verify: bool = True, session_settings: dict | None = None):
         self.session_settings = check_settings(session_settings)
         self.info = read_bundle(Path(path))
@@ -80,7 +81,7 @@ class Model:
         self.threads = threads
         self.strict = strict
         self.verify = verify
-        self._sessions = dict(sessions_ or {})
+        self._sessions = dict(session_overrides or {})
         self._locks = {name: threading.Lock() for name in self.info.components | frozenset(self._sessions)}
         self._uncond = None
         self._scheduler = None
@@ -91,6 +92,8 @@ class Model:
     # what the bundle says about itself
     model_id = property(lambda self: self.info.model_id)
     latent_space = property(lambda self: self.info.latent_space)
+    latent_space_id = property(lambda self: self.info.latent_space_id)
+    latent_space_name = property(lambda self: self.info.latent_space_name)
     scaling_factor = property(lambda self: self.info.scaling_factor)
     shift_factor = property(lambda self: self.info.shift_factor)
     latent_channels = property(lambda self: self.info.latent_channels)
@@ -231,13 +234,13 @@ class Model:
             output = run_tiled(unet, sample, cell_in=1, cell_out=1, tile=tile, multiple=multiple)
             t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
             sample = self.scheduler.step(output, t, t_prev, sample)
-            sessions.progress_log.info("U-Net step %d of %d", i + 1, len(timesteps))
+            progress_log.info("U-Net step %d of %d", i + 1, len(timesteps))
             if progress:
                 progress(i + 1, len(timesteps))
         return (sample[..., :height, :width] / self.scaling_factor + shift).astype(np.float32)
 
 
-def load_model(model=None, *, providers=None, threads: int | None = None, strict: bool = False, sessions=None,
+def load_model(model=None, *, providers=None, threads: int | None = None, strict: bool = False, session_overrides=None,
                verify: bool = True, session_settings: dict | None = None) -> Model:
     """A Model from a Model (returned as is), a bundle path or name, or None (see
     sdlite.registry.resolve_model_path). Loaded models live in sdlite.sessions' one cache, keyed by the
@@ -251,8 +254,8 @@ def load_model(model=None, *, providers=None, threads: int | None = None, strict
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise OptionError(f"threads must be a positive integer, got {threads!r}")
     path = resolve_model_path(model)
-    if sessions:
-        return Model(path, providers=providers, threads=threads, strict=strict, sessions_=sessions, verify=verify,
+    if session_overrides:
+        return Model(path, providers=providers, threads=threads, strict=strict, session_overrides=session_overrides, verify=verify,
                      session_settings=session_settings)
     marker = path / "manifest.json" if (path / "manifest.json").is_file() else path / "vae_decoder" / MODEL_FILE
     if not marker.is_file():

@@ -18,7 +18,6 @@ import warnings
 from .errors import OptionError, ProviderError
 
 log = logging.getLogger("sdlite")
-progress_log = logging.getLogger("sdlite.progress")  # long work a user should hear about: the CLI shows it without -v
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"

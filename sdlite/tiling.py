@@ -9,15 +9,14 @@ group norms, attention) gives slightly different values near the seams than one 
 
 from __future__ import annotations
 
-import logging
 from typing import Callable
 
 import numpy as np
 
 from .errors import OptionError
+from .logs import progress_log
 
 DEFAULT_TILE = 96  # latent cells (768 px with SD): images up to this size run in one call, as before
-progress_log = logging.getLogger("sdlite.progress")  # long single images: the CLI shows each tile
 DEFAULT_OVERLAP = 16  # latent cells shared by neighbouring tiles (128 px with SD)
 
 

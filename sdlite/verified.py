@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from .files import write_atomic
+from .logs import progress_log
 
 VERIFY_NOTICE_BYTES = 1_000_000  # smaller files hash in milliseconds: not worth a line
 log = logging.getLogger("sdlite")
@@ -108,7 +109,6 @@ def _write(path: Path, records: dict) -> None:
         log.debug("could not record verified files in %s: %s", path, error)
 
 
-progress_log = logging.getLogger("sdlite.progress")
 """Long first-time work a user should hear about (the CLI shows it without -v)."""
 
 

@@ -67,7 +67,7 @@ def tiny_bundle(tmp_path_factory):
 
 @pytest.fixture
 def fake_model(tmp_path):
-    return load_model(fake_bundle(tmp_path / "fake"), sessions=fake_sessions())
+    return load_model(fake_bundle(tmp_path / "fake"), session_overrides=fake_sessions())
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def test_same_input_same_bytes_and_pixels(fake_model, photo):
 
 
 def test_other_model_is_refused_naming_both_ids(tmp_path, fake_model, photo):
-    other = load_model(fake_bundle(tmp_path / "other", "ffffffffffffffff"), sessions=fake_sessions())
+    other = load_model(fake_bundle(tmp_path / "other", "ffffffffffffffff"), session_overrides=fake_sessions())
     data = compress(photo, model=fake_model)
     with pytest.raises(ModelMismatchError, match="0123456789abcdef.*ffffffffffffffff"):
         decompress(data, model=other)
@@ -85,6 +85,6 @@ def test_concurrent_compress_calls_agree(fake_model, photo):
 
 
 def test_a_component_the_bundle_lacks_is_named(tmp_path):
-    model = load_model(fake_bundle(tmp_path / "decoder-only"), sessions={"vae_decoder": fake_sessions()["vae_decoder"]})
+    model = load_model(fake_bundle(tmp_path / "decoder-only"), session_overrides={"vae_decoder": fake_sessions()["vae_decoder"]})
     with pytest.raises(sdlite.ModelNotFoundError, match="vae_encoder"):
         compress(np.zeros((8, 8, 3), np.uint8), model=model)

@@ -281,8 +281,8 @@ def test_a_damaged_manifest_is_a_bundle_error(tmp_path):
     folder = fake_bundle(tmp_path / "b")
     (folder / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="cannot read"):
-        load_model(folder, sessions=fake_sessions())
+        load_model(folder, session_overrides=fake_sessions())
     manifest = {"bundle_format": 1}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="lacks a valid"):
-        load_model(folder, sessions=fake_sessions())
+        load_model(folder, session_overrides=fake_sessions())

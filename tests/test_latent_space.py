@@ -90,7 +90,7 @@ def test_another_latent_space_is_always_an_error(tmp_path, vaelight, photo):
     manifest = json.loads((sdxl / "manifest.json").read_text())
     manifest.update(latent_space={"name": "sdxl"}, scaling_factor=0.13025)
     (sdxl / "manifest.json").write_text(json.dumps(manifest))
-    other = sdlite.load_model(sdxl, sessions=fake_sessions())
+    other = sdlite.load_model(sdxl, session_overrides=fake_sessions())
     assert other.latent_space.name == "sdxl"
     data = compress(photo, model=vaelight)
     for options in ({"model": other, "decoder_mismatch": "allow"}, {"preview": other}):
@@ -103,7 +103,7 @@ def test_streams_of_unknown_space_decode_with_their_own_model_only(tmp_path, vae
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["scaling_factor"] = 0.3  # no known space scales raw latents so
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    odd = sdlite.load_model(folder, sessions=fake_sessions())
+    odd = sdlite.load_model(folder, session_overrides=fake_sessions())
     data = compress(photo, model=odd)
     assert odd.latent_space is None and info(data)["latent_space"] == "unknown"
     assert decompress(data, model=odd).size == (70, 45)

@@ -40,7 +40,7 @@ def test_sessions_are_cached_per_file_providers_and_threads(vaelight):
 
 def test_caller_supplied_session_is_used(vaelight):
     own = ort.InferenceSession(str(vaelight.path / "vae_decoder" / "model.onnx"), providers=["CPUExecutionProvider"])
-    model = load_model(vaelight.path, sessions={"vae_decoder": own})
+    model = load_model(vaelight.path, session_overrides={"vae_decoder": own})
     assert model.session("vae_decoder") is own
 
 

@@ -76,7 +76,7 @@ class _Recording:
 def test_large_images_go_through_every_network_by_tiles(tiny_bundle):
     plain = load_model(tiny_bundle)
     recorders = {name: _Recording(plain.session(name)) for name in ("vae_encoder", "vae_decoder", "unet")}
-    model = load_model(tiny_bundle, sessions=recorders)
+    model = load_model(tiny_bundle, session_overrides=recorders)
     y, x = np.mgrid[0:300, 0:420]
     image = np.stack([(x // 3) % 256, (y // 2) % 256, ((x + y) // 4) % 256], axis=2).astype(np.uint8)
     data = compress(image, model=model, tile=32, scale=1)  # 38x53 latent cells: 2x3 tiles of 27x29, overlapping by >= 16

@@ -206,7 +206,7 @@ class WrongRankDecoder(FakeDecoder):
 @pytest.mark.parametrize("decoder,message", [(FailingDecoder(), "onnxruntime failed running the vae_decoder: RuntimeError"),
                                              (WrongRankDecoder(), r"returned shape \(1, 3, 8\)")])
 def test_network_failures_are_sdlite_errors(tmp_path, photo, decoder, message):
-    model = load_model(fake_bundle(tmp_path / "b"), sessions={**fake_sessions(), "vae_decoder": decoder})
+    model = load_model(fake_bundle(tmp_path / "b"), session_overrides={**fake_sessions(), "vae_decoder": decoder})
     data = compress(photo, model=model)
     with pytest.raises(SdliteError, match=message):
         decompress(data, model=model)
