@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     z.add_argument("--cases", type=int, default=10000, help="mutated streams to try (default %(default)s)")
     z.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     z.add_argument("--out", default="bench-out/fuzz", help="output folder (default %(default)s)")
+    z.add_argument("--families", nargs="+", help="only these families (default: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -173,7 +174,12 @@ def main(argv=None) -> int:
         if args.command == "fuzz":
             from . import fuzz
 
-            result = fuzz.run(args.cases, args.seed, progress=lambda done, total: print(f"{done}/{total}", file=sys.stderr))
+            families = tuple(args.families or fuzz.FAMILIES)
+            unknown = sorted(set(families) - set(fuzz.FAMILIES))
+            if unknown:
+                print(f"error: unknown families {', '.join(unknown)}; choose from {', '.join(fuzz.FAMILIES)}", file=sys.stderr)
+                return 2
+            result = fuzz.run(args.cases, args.seed, progress=lambda done, total: print(f"{done}/{total}", file=sys.stderr), families=families)
             print(fuzz.report(result, Path(args.out)))
             return 0 if not result["findings"] else 1
         if args.command == "install-size":

@@ -428,7 +428,7 @@ def _hostile_records(rng: np.random.Generator, folder: Path) -> str:
     return ["nested", "wrong types", "forged by others", "fifo", "random", "symlink"][action]
 
 
-def run(cases: int, seed: int = 0, progress=None) -> dict:
+def run(cases: int, seed: int = 0, progress=None, families: tuple = FAMILIES) -> dict:
     from sdlite import pillow, verified
     from sdlite import files
 
@@ -437,7 +437,7 @@ def run(cases: int, seed: int = 0, progress=None) -> dict:
     pth_seeds = seed_pth_archives(rng)
     v4 = [(name, data) for name, data in streams if data[4] == 4 and name.startswith("entropy")]
     outcomes: Counter = Counter()
-    families: Counter = Counter()
+    per_family: Counter = Counter()
     findings = []
     slowest = (0.0, "")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -448,8 +448,8 @@ def run(cases: int, seed: int = 0, progress=None) -> dict:
     started = time.perf_counter()
     try:
         for case in range(cases):
-            family = FAMILIES[int(rng.integers(len(FAMILIES)))]
-            families[family] += 1
+            family = families[int(rng.integers(len(families)))]
+            per_family[family] += 1
             name = family
             if family == "stream":
                 name, base = streams[int(rng.integers(len(streams)))]
@@ -504,7 +504,7 @@ def run(cases: int, seed: int = 0, progress=None) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
     return {
         "cases": cases, "seed": seed, "seed_streams": len(streams), "seconds": time.perf_counter() - started,
-        "families": dict(families), "outcomes": dict(outcomes.most_common()), "findings": findings,
+        "families": dict(per_family), "outcomes": dict(outcomes.most_common()), "findings": findings,
         "slowest_case_s": slowest[0], "slowest_case": slowest[1],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mb": rss_before,
     }
