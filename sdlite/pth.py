@@ -14,6 +14,7 @@ import collections
 import io
 import math
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def read_state_dict(path: Path, *, max_bytes: int) -> dict[str, np.ndarray]:
         return _read(data, path)
     except BundleError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, pickle.UnpicklingError, struct.error, EOFError, ValueError, TypeError, LookupError,
             AttributeError, IndexError, OverflowError, MemoryError, RecursionError, NotImplementedError, UnicodeError) as exc:
         raise BundleError(f"{path} is not a readable .pth state dict ({type(exc).__name__}: {str(exc)[:120]})") from None
 

@@ -114,3 +114,10 @@ def test_garbage_and_oversized_files_are_bundle_errors(tmp_path):
         handle.truncate(2 << 20)
     with pytest.raises(BundleError, match="over the"):
         pth.read_state_dict(path, max_bytes=1 << 20)
+
+
+def test_a_fuzz_finding_a_truncated_opcode_is_a_bundle_error():
+    """bench fuzz --families pth, seed 0, case 9758: the pure-Python unpickler's struct.error escaped."""
+    path = Path(__file__).resolve().parent / "findings" / "pth-truncated-opcode.pth"
+    with pytest.raises(BundleError, match="not a readable .pth"):
+        pth.read_state_dict(path, max_bytes=1 << 20)
