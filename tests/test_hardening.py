@@ -142,9 +142,10 @@ def test_two_cli_runs_into_one_folder_never_overwrite_each_other(vaelight, tmp_p
         return original(target, write, force=force)
 
     monkeypatch.setattr(cli, "write_atomic", late_rival)
-    assert main(["compress", str(folder), "--out-dir", str(out), "--model", str(vaelight.path)]) == 1
+    assert main(["compress", str(folder), "--out-dir", str(out), "--model", str(vaelight.path)]) == 0  # kept: the other run's counts as done
     assert all((out / f"im{i}.sdz").read_bytes() == b"the other run's file" for i in range(3))
-    assert capsys.readouterr().err.count("exists (use --force") == 3
+    err = capsys.readouterr().err
+    assert err.count("kept:") == 3 and "3 already done" in err
 
 
 def test_inputs_that_map_to_one_output_are_refused_before_any_work(fake_model, tmp_path, photo, capsys):
@@ -177,7 +178,7 @@ def test_ctrl_c_ends_a_batch_cleanly(vaelight, tmp_path, photo, monkeypatch, cap
     assert main(["decompress", str(tmp_path / "sdz"), "--out-dir", str(tmp_path / "png"), "--model", str(vaelight.path)]) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted after 1 of 3 files")
-    assert os.listdir(tmp_path / "png") == ["im0.png"]  # the finished file, and nothing partial
+    assert os.listdir(tmp_path / "png") == ["im0.decoded.png"]  # the finished file, and nothing partial
 
     def interrupted_write(handle):
         handle.write(b"half a file")
@@ -185,7 +186,7 @@ def test_ctrl_c_ends_a_batch_cleanly(vaelight, tmp_path, photo, monkeypatch, cap
 
     with pytest.raises(KeyboardInterrupt):
         write_atomic(tmp_path / "png" / "cut.png", interrupted_write, force=True)
-    assert os.listdir(tmp_path / "png") == ["im0.png"]
+    assert os.listdir(tmp_path / "png") == ["im0.decoded.png"]
 
 
 def test_an_out_dir_that_cannot_be_created_is_a_usage_error(fake_model, tmp_path, photo, capsys):

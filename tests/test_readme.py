@@ -55,8 +55,15 @@ def scratch(tmp_path):
     return work
 
 
-def _run(code: str, cwd: Path) -> subprocess.CompletedProcess:
+def _env() -> dict:
+    """The tests' environment, but with the scratch folder's models/ as the models folder (as a reader's would be)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("SDLITE_MODELS_DIR", None)
+    return env
+
+
+def _run(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = _env()
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
 
 
@@ -69,7 +76,7 @@ def test_block_runs_as_written(language, code, scratch):
     if language == "python":
         result = _run(code, scratch)
     else:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = _env()
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=scratch, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -167,7 +167,7 @@ def test_cli_auto_model_compresses_by_rate_and_decompresses_with_the_encoder(tmp
     assert high_info["latent_space"] == "sd3" and low_info["latent_space"] == "sd1"
     assert high_info["total_bytes"] <= high * 256 * 192 / 8
     assert main(["decompress", str(tmp_path / "high.sdz"), str(tmp_path / "low.sdz"), "--out-dir", str(tmp_path / "png"), "--model", "auto"]) == 0
-    assert sorted(os.listdir(tmp_path / "png")) == ["high.png", "low.png"]
+    assert sorted(os.listdir(tmp_path / "png")) == ["high.decoded.png", "low.decoded.png"]
     assert main(["compress", str(photo), "-o", str(tmp_path / "x.sdz"), "--model", "auto"]) == 2
     assert "--model auto chooses the bundle by rate" in capsys.readouterr().err
     assert main(["compress", str(photo), "-o", str(tmp_path / "x.sdz"), "--bpp", "0.1", "--quality", "50"]) == 2

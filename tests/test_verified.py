@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from sdlite import files, load_model, verified
+from sdlite import bundle, files, load_model, verified
 from sdlite.errors import BundleError
 
 
