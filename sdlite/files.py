@@ -40,10 +40,10 @@ def read_regular(path: Path, limit: int, what: str, *, follow_links: bool = Fals
         raise BundleError(f"cannot read {path}: {type(exc).__name__}: {exc}"[:300]) from None
 
 
-def read_json(path: Path, limit: int = MAX_JSON_BYTES, what: str = "a bundle's JSON") -> dict:
+def read_json(path: Path, limit: int = MAX_JSON_BYTES, what: str = "a bundle's JSON", *, follow_links: bool = False) -> dict:
     """A JSON object from a regular file of at most `limit` bytes; anything else is a BundleError."""
     try:
-        value = json.loads(read_regular(path, limit, what, follow_links=what != "a bundle's JSON"))
+        value = json.loads(read_regular(path, limit, what, follow_links=follow_links))
     except BundleError:
         raise
     except (OSError, ValueError, RecursionError) as exc:

@@ -27,7 +27,7 @@ import numpy as np
 from . import latent_space as spaces
 from . import manifest as manifests
 from .errors import BundleError, OptionError
-from .files import file_sha256, read_regular
+from .files import file_sha256, read_json, read_regular
 
 log = logging.getLogger("sdlite")
 
@@ -70,13 +70,7 @@ def is_tae_folder(path: Path) -> bool:
 
 
 def _read_config_json(path: Path) -> dict:
-    try:
-        value = json.loads(read_regular(path, MAX_CONFIG_BYTES, "an AutoencoderTiny config.json", follow_links=True))
-    except (ValueError, RecursionError) as exc:
-        raise BundleError(f"cannot read {path}: {type(exc).__name__}") from None
-    if not isinstance(value, dict):
-        raise BundleError(f"{path} does not hold a JSON object")
-    return value
+    return read_json(path, MAX_CONFIG_BYTES, "an AutoencoderTiny config.json", follow_links=True)  # hub caches link their files
 
 
 def _int_list(where, config: dict, key: str, *, low: int, high: int, length: int | None = None) -> list[int]:
