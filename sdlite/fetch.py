@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.client
 import logging
 import os
 import shutil
+import socket
 import stat
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -105,13 +108,82 @@ def build_lock(name: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class _Watchdog:
+    """Shuts down every socket of one download when its deadline passes, whatever phase it is in (connecting,
+    a server dripping its status line or headers, the body): a blocked read then returns at once."""
+
+    def __init__(self, seconds: float):
+        self.sockets: list = []
+        self.expired = False
+        self.lock = threading.Lock()
+        self.timer = threading.Timer(seconds, self.expire)
+        self.timer.daemon = True
+
+    def add(self, sock) -> None:
+        with self.lock:
+            self.sockets.append(sock)
+            if self.expired:
+                self._shut(sock)
+
+    def expire(self) -> None:
+        with self.lock:
+            self.expired = True
+            for sock in self.sockets:
+                self._shut(sock)
+
+    @staticmethod
+    def _shut(sock) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def opener(self):
+        watchdog = self
+
+        class Connection(http.client.HTTPConnection):
+            def connect(self):
+                super().connect()
+                watchdog.add(self.sock)
+
+        class SecureConnection(http.client.HTTPSConnection):
+            def connect(self):
+                super().connect()
+                watchdog.add(self.sock)
+
+        class Handler(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(Connection, req)
+
+        class SecureHandler(urllib.request.HTTPSHandler):
+            def https_open(self, req):
+                return self.do_open(SecureConnection, req, context=self._context)
+
+        return urllib.request.build_opener(Handler, SecureHandler)
+
+
 def download(url: str, limit: int, *, expected_blob: str | None = None, progress=None) -> bytes:
     """The bytes at url, refused (nothing kept) unless whole: at most `limit` bytes, exactly the announced
-    Content-Length, no content encoding, every read bounded by the time left before DEADLINE_S, and, when
-    given, the git blob hash expected."""
+    Content-Length, no content encoding, the whole exchange (connection, headers, body) within DEADLINE_S, and,
+    when given, the git blob hash expected."""
+    watchdog = _Watchdog(DEADLINE_S)
+    watchdog.timer.start()
+    try:
+        return _download(url, limit, expected_blob=expected_blob, progress=progress, watchdog=watchdog)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        if watchdog.expired:
+            raise ModelNotFoundError(f"{url} took over {DEADLINE_S:g} s; refusing it") from None
+        if isinstance(exc, http.client.HTTPException):
+            raise ModelNotFoundError(f"cannot fetch {url}: {type(exc).__name__}: {exc}"[:300]) from None
+        raise
+    finally:
+        watchdog.timer.cancel()
+
+
+def _download(url: str, limit: int, *, expected_blob, progress, watchdog: _Watchdog) -> bytes:
     deadline = time.monotonic() + DEADLINE_S
     request = urllib.request.Request(url, headers={"Accept-Encoding": "identity"})
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310 - http(s) only, checked by the caller
+    with watchdog.opener().open(request, timeout=TIMEOUT_S) as response:
         encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
         if encoding != "identity":
             raise ModelNotFoundError(f"{url} came {encoding}-encoded; sdlite asked for the file as it is")
@@ -133,6 +205,8 @@ def download(url: str, limit: int, *, expected_blob: str | None = None, progress
                 if time.monotonic() < deadline:
                     raise
                 raise ModelNotFoundError(f"{url} took over {DEADLINE_S:g} s to send {received} bytes; refusing it") from None
+            if watchdog.expired:
+                raise ModelNotFoundError(f"{url} took over {DEADLINE_S:g} s to send {received} bytes; refusing it")
             if not chunk:
                 break
             received += len(chunk)

@@ -195,3 +195,39 @@ def test_the_first_two_commands_from_an_empty_cache_and_again(github, tmp_path, 
     assert cli.main(["compress", str(photo), "-o", str(tmp_path / "again.sdz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: taesd@9.9 is not in the cache and downloads are off")
+
+
+def test_a_server_dripping_its_headers_is_cut_off_within_the_deadline(tmp_path, monkeypatch):
+    """The deadline holds before the body too: a server that sends its status line and headers a byte at a time."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stop = threading.Event()
+
+    def serve():
+        connection, _ = listener.accept()
+        try:
+            connection.recv(4096)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Slow: " + b"a" * 1000:
+                if stop.is_set():
+                    break
+                connection.sendall(bytes([byte]))
+                time.sleep(0.2)
+        except OSError:
+            pass
+        finally:
+            connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    monkeypatch.setattr(fetch, "DEADLINE_S", 1.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ModelNotFoundError, match="took over 1.5 s"):
+            fetch.download(f"http://127.0.0.1:{listener.getsockname()[1]}/x.pth", 1000)
+        assert time.monotonic() - started < 1.5 + 1.0
+    finally:
+        stop.set()
+        listener.close()
