@@ -253,6 +253,9 @@ def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int |
     report = {}
     for band in bands:
         chosen = np.flatnonzero(band_of(pairs["steps"], space_bands) == band)
+        if not len(chosen):
+            log.warning("%s: no pair was coded with a step in %s; nothing to train", band, space_bands[band])
+            continue
         vae_model = load_tae(vae)
         decoder = vae_model.decoder.train()
         for p in vae_model.encoder.parameters():
@@ -273,13 +276,13 @@ def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int |
             tick = time.perf_counter()
             optimizer.zero_grad()
             total = 0.0
-            for i in rng.choice(chosen, BATCH, replace=False):
+            for i in rng.choice(chosen, BATCH, replace=len(chosen) < BATCH):
                 latent = torch.from_numpy(pairs["latents"][i][None])
                 target = torch.from_numpy(pairs["targets"][i].transpose(2, 0, 1)[None].astype(np.float32) / 127.5 - 1.0)
                 output = decode(decoder, latent, space)[..., : target.shape[-2], : target.shape[-1]]  # padded latents decode larger
                 loss = (lpips(output, target).mean() + L1_WEIGHT * (output - target).abs().mean()) / BATCH
                 loss.backward()
-                total += float(loss)
+                total += float(loss.detach())
             optimizer.step()
             step += 1
             seconds += time.perf_counter() - tick

@@ -1,0 +1,57 @@
+"""python -m export.train_decoder end to end on a tiny AutoencoderTiny: pairs from sdlite's own encoder path,
+a few training steps that resume from their checkpoint, and decoder-only bundles with their listing."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import EXPORT_STACK
+from .tae_folder import TINY_CONFIG, write_tae_folder
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not EXPORT_STACK, reason="training needs the export extra (torch, diffusers)")]
+
+
+@pytest.fixture
+def lpips_weights():
+    from bench.lpips import default_weights_path
+
+    path = default_weights_path("alexnet")
+    if not path.is_file():
+        pytest.skip(f"LPIPS weights absent ({path}): python -m bench fetch-lpips")
+    return path
+
+
+def test_pairs_train_resume_and_package(tmp_path, lpips_weights, monkeypatch):
+    from export import train_decoder
+
+    vae = write_tae_folder(tmp_path / "taesd-diffusers", config=TINY_CONFIG)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        y, x = np.mgrid[0:300, 0:320]
+        picture = np.stack([(x * (i + 1)) % 256, (y * 2) % 256, (x + y) % 256], -1) + rng.integers(0, 30, (300, 320, 3))
+        Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8)).save(images / f"p{i}.png")
+    run = tmp_path / "run"
+    assert train_decoder.main(["pairs", "--vae", str(vae), "--images", str(images), "--run", str(run), "--crops-per-image", "2"]) == 0
+    summary = json.loads((run / "pairs.json").read_text())
+    assert summary["pairs"] == 8 and len(summary["images"]) == 2
+    # bands wide enough that the tiny model's pairs fall in them
+    monkeypatch.setitem(train_decoder.SPACE_BANDS, "sd1", {"coarse": (1e-6, float("inf"))})
+    report = train_decoder.train(vae, run, minutes=0.05, lpips_weights=lpips_weights)
+    assert report["coarse"]["steps"] >= 1
+    again = train_decoder.train(vae, run, minutes=0.05, lpips_weights=lpips_weights)  # resumes from the checkpoint
+    assert again["coarse"]["steps"] > report["coarse"]["steps"]
+    listing = train_decoder.package(vae, run, tmp_path / "taesd-codec", name="taesd-codec")
+    assert listing["bands"]["coarse"]["max_step"] is None and (tmp_path / "taesd-codec" / "LICENSE").is_file()
+    import sdlite
+
+    band = sdlite.load_model(tmp_path / "taesd-codec" / "coarse")
+    assert band.components == {"vae_decoder"} and band.latent_space.name == "sd1"
+    assert band.decode(np.zeros((1, 4, 4, 4), np.float32)).shape == (1, 3, 32, 32)
+    assert os.environ.get("SDLITE_HUB_URL")  # no network was used: conftest's discard port
