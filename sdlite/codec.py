@@ -157,31 +157,12 @@ def full_size_latents(rgb: np.ndarray, loaded: Model, *, tile: int | None = DEFA
     return loaded.encode(images.to_tensor(images.pad_to_multiple(rgb, loaded.downsample_factor)), tile=tile)[0]
 
 
-def compress_rgb(rgb: np.ndarray, loaded: Model, request: CompressOptions, *, full_latents: np.ndarray | None = None):
-    """compress() after its checks: an RGB uint8 array with a loaded model and a checked request -> (stream,
-    scale byte, Encoded). full_latents: the encoder's full-size latents when the caller already has them (a
-    batched encoder call, see sdlite.ray)."""
+def _best_stream(rgb, loaded: Model, request: CompressOptions, chosen: int, quality, target_bytes, encode_at):
+    """(score, scale byte, latents, Encoded) of the stream compress_rgb keeps: one encode at effort 1, else the
+    candidate (scales, reconstruction gains) whose decoded picture is closest to the image."""
     spec, scale, effort, tile = request.spec, request.scale, request.effort, request.tile
-    quality, target_bytes = request.quality, request.target_bytes
     height, width = rgb.shape[:2]
-    latents_at: dict[int, np.ndarray] = {} if full_latents is None else {bitstream.SCALE_UNIT: full_latents}
-
-    def encode_at(scale_value: int) -> np.ndarray:
-        if scale_value not in latents_at:
-            coded_w, coded_h = bitstream.coded_size(width, height, scale_value)
-            pixels = rgb if (coded_w, coded_h) == (width, height) else images.resize(rgb, coded_w, coded_h)
-            padded = images.pad_to_multiple(pixels, loaded.downsample_factor)
-            latents_at[scale_value] = loaded.encode(images.to_tensor(padded), tile=tile)[0]
-        return latents_at[scale_value]
-
     space = loaded.latent_space
-    if scale == AUTO:
-        chosen, target_bytes = choose_scale(spec, encode_at(bitstream.SCALE_UNIT), target_bytes=target_bytes, quality=quality,
-                                            latent_space=space)
-        if target_bytes is not None:
-            quality = None
-    else:
-        chosen = scale_byte(scale)
     candidates = [chosen]
     if effort >= 3 and scale == AUTO and spec.encode_variants is not None:
         candidates += [s for s in (chosen - _EFFORT_SCALE_STEP, chosen + _EFFORT_SCALE_STEP)
@@ -205,6 +186,43 @@ def compress_rgb(rgb: np.ndarray, loaded: Model, request: CompressOptions, *, fu
             score = _psnr(rgb, picture)
             if best is None or score > best[0]:
                 best = (score, scale_value, latents, encoded)
+    return best
+
+
+def compress_rgb(rgb: np.ndarray, loaded: Model, request: CompressOptions, *, full_latents: np.ndarray | None = None):
+    """compress() after its checks: an RGB uint8 array with a loaded model and a checked request -> (stream,
+    scale byte, Encoded). full_latents: the encoder's full-size latents when the caller already has them (a
+    batched encoder call, see sdlite.ray)."""
+    spec, scale, tile = request.spec, request.scale, request.tile
+    quality, target_bytes = request.quality, request.target_bytes
+    height, width = rgb.shape[:2]
+    latents_at: dict[int, np.ndarray] = {} if full_latents is None else {bitstream.SCALE_UNIT: full_latents}
+
+    def encode_at(scale_value: int) -> np.ndarray:
+        if scale_value not in latents_at:
+            coded_w, coded_h = bitstream.coded_size(width, height, scale_value)
+            pixels = rgb if (coded_w, coded_h) == (width, height) else images.resize(rgb, coded_w, coded_h)
+            padded = images.pad_to_multiple(pixels, loaded.downsample_factor)
+            latents_at[scale_value] = loaded.encode(images.to_tensor(padded), tile=tile)[0]
+        return latents_at[scale_value]
+
+    space = loaded.latent_space
+    if scale == AUTO:
+        chosen, target_bytes = choose_scale(spec, encode_at(bitstream.SCALE_UNIT), target_bytes=target_bytes, quality=quality,
+                                            latent_space=space)
+        if target_bytes is not None:
+            quality = None
+    else:
+        chosen = scale_byte(scale)
+    from_quality = scale == AUTO and request.target_bytes is None and target_bytes is not None
+    try:
+        best = _best_stream(rgb, loaded, request, chosen, quality, target_bytes, encode_at)
+    except OptionError:
+        if not from_quality:
+            raise
+        # the quality's full-size size is below the smallest stream of the reduced image (a flat picture):
+        # code it at full size with the quality asked for
+        return compress_rgb(rgb, loaded, request.replace(scale=1), full_latents=latents_at.get(bitstream.SCALE_UNIT))
     _, chosen, latents, encoded = best
     header = bitstream.Header(spec.id, loaded.model_id, width, height, latents.shape, loaded.downsample_factor, encoded.params,
                               latent_space=loaded.latent_space_id, scale=chosen)

@@ -47,6 +47,14 @@ def vaelight():
 
 
 @pytest.fixture(scope="session")
+def taesd():
+    path = SHARED / "models" / "taesd"
+    if not (path / "vae_decoder" / "model.onnx").is_file():
+        pytest.skip(f"real-weights model absent: {path} (the shared TAESD folder beside the repo)")
+    return load_model(path)
+
+
+@pytest.fixture(scope="session")
 def kodak():
     if not (KODAK / "kodim01.png").is_file():
         pytest.skip(f"Kodak test images absent: {KODAK}")

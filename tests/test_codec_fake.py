@@ -88,3 +88,13 @@ def test_a_component_the_bundle_lacks_is_named(tmp_path):
     model = load_model(fake_bundle(tmp_path / "decoder-only"), session_overrides={"vae_decoder": fake_sessions()["vae_decoder"]})
     with pytest.raises(sdlite.ModelNotFoundError, match="vae_encoder"):
         compress(np.zeros((8, 8, 3), np.uint8), model=model)
+
+
+def test_a_low_quality_on_a_flat_picture_codes_at_full_size(taesd):
+    """quality=1 on a flat 512x512 picture with TAESD: the reduced scale's target (the full-size estimate) is below
+    the smallest stream of the smaller image, so the picture is coded at full size with that quality (was an
+    OptionError naming a target_bytes nobody asked for)."""
+    import sdlite
+
+    data = sdlite.compress(np.zeros((512, 512, 3), np.uint8), model=taesd, quality=1)
+    assert sdlite.info(data)["scale"] == 1.0

@@ -17,13 +17,6 @@ from .fakes import fake_bundle, fake_sessions
 TAESD = SHARED / "models" / "taesd"
 
 
-@pytest.fixture(scope="session")
-def taesd():
-    if not (TAESD / "vae_decoder" / "model.onnx").is_file():
-        pytest.skip(f"real-weights model absent: {TAESD} (the shared TAESD folder beside the repo)")
-    return sdlite.load_model(TAESD)
-
-
 def test_known_spaces_from_names_and_configs():
     sd1 = latent_space.by_name("sd1")
     assert (sd1.channels, sd1.factor, sd1.scaling_factor, sd1.id) == (4, 8, 0.18215, 1)
