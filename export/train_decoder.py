@@ -333,7 +333,7 @@ LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
 OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
 SOFTWARE.
 """
-def package(vae: Path, run: Path, output: Path, *, name: str) -> dict:
+def package(vae: Path, run: Path, output: Path, *, name: str, use_from: dict | None = None) -> dict:
     """Decoder-only bundles of each trained band (built by sdlite.tae from the weights, as any TAE bundle)
     under output/BAND, and output/decoders.json: the step range of each band and the base model id."""
     import torch
@@ -372,6 +372,7 @@ def package(vae: Path, run: Path, output: Path, *, name: str) -> dict:
                 built["training"] = {"band": band, "steps": state["step"], "seconds": round(state["seconds"])}
                 manifests.write(target, built)
             low, high = space_bands[band]
+            low = max(low, (use_from or {}).get(band, low))  # measured: where the band wins on both LPIPS metrics
             bands[band] = {"folder": band, "min_step": low, "max_step": None if math.isinf(high) else high}
         listing = {"format": 1, "name": name, "latent_space": tae.resolve_space(Path(vae), tae.read_config(Path(vae)), None).name,
                    "base_model_id": base_id, "bands": bands}
@@ -400,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     packer = sub.add_parser("package", help="decoder-only bundles of the trained bands and decoders.json")
     packer.add_argument("--output", required=True, help="folder to (re)create, e.g. sdlite/decoders/taesd-codec")
     packer.add_argument("--name", required=True, help="the model name it answers to, e.g. taesd-codec")
+    packer.add_argument("--use-from", nargs="+", default=[], metavar="BAND=STEP",
+                        help="use a band only from this step up (measured where it beats the base decoder; below, the base decodes)")
     for command in (pairs, trainer, packer):
         command.add_argument("--vae", required=True, help="the base AutoencoderTiny folder (diffusers layout)")
         command.add_argument("--run", required=True, help="the run folder (pairs, checkpoints)")
@@ -426,7 +429,12 @@ def main(argv=None) -> int:
             return 2
         print(json.dumps(train(vae, run, minutes=args.minutes, seed=args.seed, threads=args.threads, bands=args.bands)))
     else:
-        print(json.dumps(package(vae, run, Path(args.output), name=args.name)))
+        try:
+            use_from = {band: float(step) for band, step in (item.split("=", 1) for item in args.use_from)}
+        except ValueError:
+            print(f"error: --use-from takes BAND=STEP, got {' '.join(args.use_from)}", file=sys.stderr)
+            return 2
+        print(json.dumps(package(vae, run, Path(args.output), name=args.name, use_from=use_from)))
     return 0
 
 
