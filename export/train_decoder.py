@@ -309,7 +309,7 @@ def _save(path, decoder, optimizer, step, seconds, losses, rng) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- packaging
-BASE_LICENSE = """The decoders in this folder are fine-tuned from TAESD's decoder (madebyollin/taesd), under its licence:
+BASE_LICENSE = """The decoders in this folder are fine-tuned from a TAE decoder of madebyollin/taesd, under its licence:
 
 MIT License
 

@@ -85,9 +85,19 @@ def test_the_set_by_name_picks_its_band_and_refuses_other_spaces(empty_places):
 
 
 def test_a_space_without_a_shipped_set_falls_back_to_its_release(empty_places):
-    sd3 = sdlite.compress_latents(_latents(shape=(16, 8, 12)), model_id=UNKNOWN_ID, latent_space="sd3", quality=50)
-    with pytest.warns(DecoderNote, match="taesd3"), pytest.raises(ModelNotFoundError, match="cannot fetch taesd3@1.0"):
-        sdlite.decompress(sd3)  # conftest's hub: nothing listens, so the fetch fails with one line
+    sdxl = sdlite.compress_latents(_latents(shape=(4, 8, 12)), model_id=UNKNOWN_ID, latent_space="sdxl", quality=50)
+    with pytest.warns(DecoderNote, match="taesdxl"), pytest.raises(ModelNotFoundError, match="cannot fetch taesdxl@1.3"):
+        sdlite.decompress(sdxl)  # conftest's hub: nothing listens, so the fetch fails with one line
+
+
+def test_the_sd3_set_is_shipped_and_decodes_sd3_streams(empty_places):
+    taesd3_codec = codec_decoders.shipped()["taesd3-codec"]
+    assert taesd3_codec.latent_space == "sd3" and codec_decoders.for_space("sd3") is taesd3_codec
+    sd3 = sdlite.compress_latents(_latents(shape=(16, 8, 12)), model_id=UNKNOWN_ID, latent_space="sd3", quality=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DecoderNote)
+        assert sdlite.decompress(sd3).size == (96, 64)
+    assert sdlite.decompress(sd3, model="taesd3-codec").size == (96, 64)
 
 
 def test_an_unknown_space_cannot_be_stood_in_for(empty_places):
