@@ -32,6 +32,7 @@ import zlib
 from dataclasses import dataclass
 
 from . import latent_space as spaces
+from . import methods
 from .errors import BitstreamError
 
 MAGIC = b"SDLZ"
@@ -173,8 +174,6 @@ def _read(source, *, max_pixels: int | None, keep_payload: bool = True) -> tuple
     """Parse and validate a stream from a source, field by field: each length is checked against what the
     header's shape allows before anything that long is read, so a hostile file costs no more than its
     claims justify. Returns (header, payload or None when not kept, payload length)."""
-    from . import methods  # the registry imports nothing from here: no cycle at import time
-
     magic = source.read(4)
     if magic != MAGIC:
         raise BitstreamError("not an sdlite stream (bad magic); expected data starting with b'SDLZ'")

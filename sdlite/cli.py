@@ -25,7 +25,11 @@ from . import options as request_options
 from .bitstream import read_file, read_header_file
 from .registry import AUTO_MODEL, available_models, choose_model, models_dir, resolve_model_path
 from .codec import DECODER_MISMATCH, MAX_SEED, compress, decompress, describe, info
-from . import codec_decoders
+from . import __version__, codec_decoders, tae
+from . import manifest as manifests
+from .bundle import is_bundle, read_bundle
+from .images import load_rgb
+from .tae import is_tae_folder
 from .errors import DecoderNote, ModelNotFoundError, OptionError, SdliteError
 from .model import load_model
 from .options import CompressOptions
@@ -290,8 +294,6 @@ def _cmd_compress(args) -> int:
 
 def _image_size(source: Path, max_pixels) -> tuple[int, int]:
     """An image's (width, height) from its header, without decoding it (--bpp, --model auto)."""
-    from .images import load_rgb
-
     if not source.is_file():  # a FIFO would block Image.open: the image loader names the problem
         return load_rgb(source, max_pixels=max_pixels).shape[1::-1]
     try:
@@ -368,8 +370,6 @@ def _cmd_decompress(args) -> int:
 
 def bundle_summary(path: Path) -> dict:
     """What `info` prints for a model bundle: id, latent space, components with their dtypes, quantization."""
-    from .bundle import read_bundle
-
     bundle = read_bundle(path)
     dtypes = {name: (entry or {}).get("dtype") for name, entry in ((bundle.manifest or {}).get("components") or {}).items()}
     return {"bundle": str(path), "model_id": bundle.model_id, "latent_space": bundle.latent_space_name,
@@ -379,9 +379,6 @@ def bundle_summary(path: Path) -> dict:
 
 def tae_folder_summary(path: Path) -> dict:
     """What `info` prints for a diffusers AutoencoderTiny folder: its latent space and the model id its bundle will have."""
-    from . import manifest as manifests
-    from . import tae
-
     config = tae.read_config(path)
     space = tae.resolve_space(path, config, None)
     tae.read_regular_size_check(path / tae.WEIGHTS_FILE)
@@ -392,9 +389,6 @@ def tae_folder_summary(path: Path) -> dict:
 
 
 def _cmd_info(args) -> int:
-    from .bundle import is_bundle
-    from .tae import is_tae_folder
-
     bundles = [Path(p) for p in args.inputs if Path(p).is_dir() and (is_bundle(Path(p)) or is_tae_folder(Path(p)))]
     files = expand_inputs([p for p in args.inputs if Path(p) not in bundles], {SDZ_SUFFIX})
     if not files and not bundles:
@@ -417,8 +411,6 @@ def _cmd_info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(prog="sdlite", description="Image codec in Stable Diffusion's latent space.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     parser.add_argument("--version", action="version", version=f"sdlite {__version__}")

@@ -13,6 +13,9 @@ from PIL import Image
 from . import bitstream, codec_decoders, fetch, images, methods, registry, sessions
 from . import latent_space as spaces
 from .errors import DecoderNote, ModelMismatchError, OptionError
+from .methods import entropy
+from .methods.entropy import params as entropy_params
+from .methods.entropy.transform import STEP_SCALE
 from .model import Model, load_model
 from .options import DEFAULT_EFFORT, DEFAULT_METHOD, CompressOptions
 from .resolution import AUTO, MAX_AUTO_SCALE, choose_scale, scale_byte
@@ -31,8 +34,6 @@ _warned_lock = threading.Lock()
 def _forget_process_state() -> None:
     """What sdlite.clear_cache() empties besides sessions: the entropy coder's last plan (it can hold megabytes
     for a large latent), the warned decoder pairs, fetched weights' digests, the shipped decoder listing."""
-    from .methods import entropy
-
     entropy._last_plan.clear()
     with _warned_lock:
         _warned_pairs.clear()
@@ -335,9 +336,6 @@ def stream_step(header: bitstream.Header) -> float | None:
     every latent space); None for the palette method."""
     if methods.by_id(header.method).name != "entropy":
         return None
-    from .methods.entropy import params as entropy_params
-    from .methods.entropy.transform import STEP_SCALE
-
     return entropy_params.parse(header.params, header.latent_shape, header.version).step_q / STEP_SCALE
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import latent_space as spaces
 from . import manifest as manifests
+from .bitstream import MAX_LATENT_CHANNELS
 from .errors import BundleError, OptionError
 from .files import file_sha256, read_json, read_regular
 
@@ -101,8 +102,6 @@ def read_config(path: Path) -> dict:
     checked["num_decoder_blocks"] = _int_list(where, config, "num_decoder_blocks", low=0, high=MAX_BLOCKS_PER_STAGE,
                                               length=len(checked["decoder_block_out_channels"]))
     channels = config.get("latent_channels")
-    from .bitstream import MAX_LATENT_CHANNELS
-
     if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= MAX_LATENT_CHANNELS:
         raise BundleError(f"{where}: latent_channels must be an integer from 1 to {MAX_LATENT_CHANNELS}, got {channels!r}")
     checked["latent_channels"] = channels
