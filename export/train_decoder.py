@@ -66,10 +66,6 @@ def image_files(folders) -> list[Path]:
     return sorted(set(files))
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _load_rgb(path: Path) -> np.ndarray | None:
     from PIL import Image, ImageOps
 
@@ -130,6 +126,7 @@ def make_pairs(vae: Path, images: list[Path], run: Path, *, seed: int = 0, crops
     at a rate of each band) and decoded back to latents. Saved as run/pairs.npz with a manifest of the images."""
     import sdlite
     from sdlite import bitstream, images as image_ops
+    from sdlite.files import file_sha256
 
     run.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -364,7 +361,7 @@ def package(vae: Path, run: Path, output: Path, *, name: str, use_from: dict | N
                 shutil.copytree(full / "vae_decoder", target / "vae_decoder")
                 for f in (target / "vae_decoder").iterdir():
                     f.chmod(0o644)
-                built = json.loads((full / manifests.MANIFEST_NAME).read_text()) if hasattr(manifests, "MANIFEST_NAME") else json.loads((full / "manifest.json").read_text())
+                built = json.loads((full / manifests.MANIFEST).read_text())
                 built["components"] = {"vae_decoder": manifests.component_entry(target, "vae_decoder", dtype="fp32", validation_max_abs_diff=None)}
                 built["model_id"] = hashlib.sha256(f"sdlite-codec-decoder\n{built['model_id']}\n{band}".encode()).hexdigest()[:16]
                 built["model_id_rule"] = "trained decoder"

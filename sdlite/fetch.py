@@ -191,20 +191,12 @@ def _download(url: str, limit: int, *, expected_blob, progress, watchdog: _Watch
         declared = int(declared) if declared is not None and declared.strip().isdigit() else None
         if declared is not None and declared > limit:
             raise ModelNotFoundError(f"{url} announces {declared} bytes, over the {limit} this file may have")
-        sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
         parts, received = [], 0
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ModelNotFoundError(f"{url} took over {DEADLINE_S:g} s to send {received} bytes; refusing it")
-            if sock is not None:
-                sock.settimeout(max(0.01, min(TIMEOUT_S, left)))  # a server dripping bytes cannot outlast the deadline
-            try:
-                chunk = response.read1(_CHUNK)
-            except TimeoutError:
-                if time.monotonic() < deadline:
-                    raise
-                raise ModelNotFoundError(f"{url} took over {DEADLINE_S:g} s to send {received} bytes; refusing it") from None
+            chunk = response.read1(_CHUNK)  # the watchdog shuts the socket at the deadline: this returns then
             if watchdog.expired:
                 raise ModelNotFoundError(f"{url} took over {DEADLINE_S:g} s to send {received} bytes; refusing it")
             if not chunk:
