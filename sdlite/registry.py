@@ -16,6 +16,7 @@ from . import latent_space as spaces
 from .bundle import EXPORT_HINT, is_bundle, read_bundle
 from .manifest import MANIFEST, MODEL_FILE
 from .errors import BundleError, ModelNotFoundError
+from .files import read_json
 
 log = logging.getLogger("sdlite")
 
@@ -140,6 +141,22 @@ def find_by_id(model_id: str) -> Path | None:
     return None
 
 
+TAE_CLASSES = ("AutoencoderTiny", "TAESD")
+"""What a TAE bundle calls its VAE (sdlite.tae and the torch export: AutoencoderTiny; other exports: TAESD)."""
+
+
+def _is_tae(path: Path) -> bool:
+    """Whether a bundle's decoder is a TAE (its manifest's vae_class, or its decoder config's class name)."""
+    try:
+        manifest = read_bundle(path).manifest or {}
+        if manifest.get("vae_class") in TAE_CLASSES:
+            return True
+        config = path / "vae_decoder" / "config.json"
+        return config.is_file() and read_json(config).get("_class_name") in TAE_CLASSES
+    except (BundleError, OSError):
+        return False
+
+
 @dataclass(frozen=True)
 class Choice:
     model: str | Path  # a bundle path or a model name
@@ -150,15 +167,18 @@ class Choice:
 def choose_decoder(model_id: str, space_id: int, step: float | None, *, strict: bool) -> Choice:
     """The decoder for a stream with this model id, latent space id and quantization step (None: no step).
 
-    Not strict: a shipped decoder trained for the codec at this step first, then the stream's own decoder,
-    then the space's default (a note says which). Strict: the stream's own decoder or ModelNotFoundError."""
+    Not strict: a shipped decoder trained for the codec at this step (when the stream's own decoder is a TAE or
+    is nowhere), then the stream's own decoder, then the space's default (a note says which). Strict: the stream's
+    own decoder or ModelNotFoundError."""
     space = spaces.by_id(space_id)
     trained = codec_decoders.for_space(space.name) if space is not None else None
-    if not strict and trained is not None:
+    own = find_by_id(model_id)
+    if not strict and trained is not None and (own is None or _is_tae(own)):
+        # the trained decoders replace the TAE decoder they were fine-tuned from, not another family's (VAElight's own
+        # decoder keeps 1.5-2 dB more PSNR on its streams: BENCHMARKS.md)
         band = trained.band_for(step)
         if band is not None:
             return Choice(band.path, "trained", None)
-    own = find_by_id(model_id)
     if own is not None:
         return Choice(own, "own", None)
     if strict:
