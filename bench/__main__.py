@@ -96,6 +96,11 @@ def main(argv=None) -> int:
     td.add_argument("--set", required=True, dest="decoder_set", help="the shipped decoder set (e.g. taesd-codec)")
     td.add_argument("--bpp", nargs="+", type=float, default=[0.05, 0.1, 0.15, 0.2, 0.3, 0.5], help="rates (default %(default)s)")
     td.add_argument("--out", default="bench-out/trained", help="output folder (default %(default)s)")
+    br = sub.add_parser("browser-refs", help="the Python decoder's pictures of conformance streams, for web/'s browser test")
+    br.add_argument("--out", default="bench-out/browser", help="output folder (default %(default)s)")
+    br.add_argument("--shared", default=str(Path(__file__).resolve().parent.parent.parent / "shared"), help="the shared folder (models/)")
+    br.add_argument("--images", help="folder of kodim01.png for the timed streams (default SHARED/data/kodak)")
+    br.add_argument("--no-timed", action="store_true", help="conformance streams only")
     z = sub.add_parser("fuzz", help="structure-aware fuzzing of the stream decoder (info + decompress_latents)")
     z.add_argument("--cases", type=int, default=10000, help="mutated streams to try (default %(default)s)")
     z.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
@@ -170,6 +175,13 @@ def main(argv=None) -> int:
 
             print(trained.run(expand_inputs(args.images, IMAGE_SUFFIXES), model=args.model, decoder_set=args.decoder_set, bpps=tuple(args.bpp),
                               out_dir=Path(args.out) / args.decoder_set))
+            return 0
+        if args.command == "browser-refs":
+            from . import browser
+
+            shared = Path(args.shared)
+            refs = browser.make_refs(Path(args.out), shared, Path(args.images) if args.images else shared / "data" / "kodak", timed=not args.no_timed)
+            print(f"{len(refs['streams'])} streams: {Path(args.out) / 'refs.json'}")
             return 0
         if args.command == "fuzz":
             from . import fuzz

@@ -138,4 +138,10 @@ def run(out_dir: Path | None = None) -> str:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "decode-cost.json").write_text(json.dumps(rows, indent=1))
         (out_dir / "decode-cost.md").write_text(text + "\n")
+        streams = out_dir / "streams"  # the same streams for other decoders (web/bench/decode-cost.mjs times the JavaScript one)
+        streams.mkdir(exist_ok=True)
+        for name in CASES.values():
+            data, kind = _stream(name)
+            (streams / f"{name}.sdz").write_bytes(data)
+            (streams / f"{name}.json").write_text(json.dumps({"kind": kind, "title": next(t for t, n in CASES.items() if n == name)}))
     return text

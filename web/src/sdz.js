@@ -12,6 +12,10 @@ export class BitstreamError extends Error {
 }
 
 const MASK64 = (1n << 64n) - 1n;
+const MIN_PROBABILITY = 2 ** -24; // the coder never gives a symbol less
+const SLACK_BITS = 64; // the range coder's own overhead, in the payload-length check
+const LEGACY_FREE_CALLS = 12_500; // format versions 2 and 3: coder calls any stream may need ...
+const LEGACY_CALLS_PER_BYTE = 4; // ... and those each payload byte justifies (docs/format.md, sdlite's coder.py)
 const THRESHOLDS = [1, 2, 3, 4, 6, 8, 11, 15, 20, 28, 40];
 const SD1 = 0.18215;
 const TRANSFORM_UNITS = { 0: 1.0, 1: 0.13025 / SD1, 2: 1.5305 / SD1, 3: 0.3611 / SD1 };
@@ -142,6 +146,7 @@ class RangeDecoder {
     this.lower = 0n;
     this.range = MASK64;
     this.next = Math.min(2, this.words.length);
+    this.bits = 0; // information of the symbols decoded so far: a payload must hold it (sdlite's _Reader)
     this.point = this.words.length >= 2 ? (this.words[0] << 32n) | this.words[1] : this.words.length === 1 ? this.words[0] << 32n : 0n;
   }
   decode(probabilities) {
@@ -159,6 +164,9 @@ class RangeDecoder {
       if (quantile < right) break;
       left = right;
     }
+    this.bits -= Math.log2(Math.max(probabilities[i], MIN_PROBABILITY));
+    if (this.bits > 32 * this.words.length + SLACK_BITS + 1e-3 * this.bits)
+      throw new BitstreamError(`corrupt entropy payload: its symbols need over ${Math.round(this.bits)} bits, the payload holds ${32 * this.words.length}`);
     this.lower = (this.lower + s * BigInt(left)) & MASK64;
     this.range = s * BigInt(right - left);
     if (this.range < 1n << 32n) {
@@ -353,8 +361,15 @@ function planeSteps(p, channels) {
 async function decodeEntropy(params, payload, shape, version, bases) {
   if (version < 2) throw new BitstreamError("format version 1 entropy streams used a retired context model");
   const p = await parseParams(params, shape, version);
-  const reader = new RangeDecoder(payload);
   const shapes = groupShapes(shape, p.levels);
+  if (version < 4) {
+    // one sequential coder call per plane and front: refused when the payload cannot justify them
+    const calls = shapes.reduce((sum, [size, gh, gw]) => sum + size * (gw + 2 * (gh - 1)), 0);
+    const allowed = LEGACY_FREE_CALLS + LEGACY_CALLS_PER_BYTE * payload.length;
+    if (calls > allowed)
+      throw new BitstreamError(`this format version ${version} stream of latent shape (${shape.join(", ")}) needs ${calls} sequential coder calls, over the ${allowed} its ${payload.length} payload bytes justify`);
+  }
+  const reader = new RangeDecoder(payload);
   const steps = planeSteps(p, shape[0]);
   const groups = [];
   let first = 0;

@@ -56,3 +56,13 @@ test("the bases are sdlite's", { skip: !process.env.SDLITE_PYTHON && "set SDLITE
   assert.deepEqual(BASES[2], python["2"]);
   assert.deepEqual(BASES[3], python["3"]);
 });
+
+test("crafted streams cost no more than sdlite lets them: the same two refusals as the Python decoder",
+  { skip: !process.env.SDLITE_PYTHON && "set SDLITE_PYTHON to build the streams with bench/decode_cost.py" }, async () => {
+  const script = "import sys; from bench.decode_cost import _stream; sys.stdout.buffer.write(_stream(sys.argv[1])[0])";
+  const build = (name) => new Uint8Array(execFileSync(process.env.SDLITE_PYTHON, ["-c", script, name], { cwd: root }));
+  await assert.rejects(decodeLatents(build("empty_payload"), { bases: BASES }), (e) => e instanceof BitstreamError && /symbols need over \d+ bits, the payload holds 0/.test(e.message));
+  await assert.rejects(decodeLatents(build("legacy_thin"), { bases: BASES, maxPixels: null }), (e) => e instanceof BitstreamError && /524288 sequential coder calls/.test(e.message));
+  const { latents } = await decodeLatents(build("legacy_calls"), { bases: BASES }); // the most calls a tiny payload may ask for: decoded
+  assert.equal(latents.length, 16 * 128 * 128);
+});
