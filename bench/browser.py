@@ -5,7 +5,8 @@ python -m bench browser-refs [--out bench-out/browser] [--shared ../shared] [--i
 The decoders are built by sdlite.tae (numpy + onnx, ONNX IR 8, which onnxruntime-web reads; the torch exports in
 ../shared/models carry IR 14, which onnxruntime-web 1.31 refuses) from ../shared/models/NAME-diffusers into
 OUT/models/NAME, and both decoders use these files. For each conformance stream of a space with a decoder at
-hand (sd1: TAESD; sdxl: TAESDXL; sd3: TAESD3; flux: TAEF1), sdlite decodes the stream with that decoder (no
+hand (sd1: TAESD; sdxl: TAESDXL; sd3: TAESD3; flux: TAEF1; flux2: TAEF2, built from
+../shared/models/taef2-pth), sdlite decodes the stream with that decoder (no
 U-Net, sdlite's default tiling) and writes the PNG; for the timing rows it compresses kodim01 (768x512) with
 TAESD and TAESD3 at 0.15 bpp and times sdlite's decode (best of three, this process's threads). refs.json
 lists, per stream, the URL paths a page fetches (/tests/... under the repository, /shared/... under
@@ -26,7 +27,7 @@ from sdlite import tae
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "conformance"
-DECODER_OF_SPACE = {"sd1": "taesd", "sdxl": "taesdxl", "sd3": "taesd3", "flux": "taef1"}  # unknown spaces: only their own model
+DECODER_OF_SPACE = {"sd1": "taesd", "sdxl": "taesdxl", "sd3": "taesd3", "flux": "taef1", "flux2": "taef2"}  # unknown spaces: only their own model
 TIMED = (("taesd", "kodim01"), ("taesd3", "kodim01"))
 TIMED_BPP = 0.15
 
@@ -46,9 +47,13 @@ def make_refs(out: Path, shared: Path, images: Path, *, timed: bool = True) -> d
     out.mkdir(parents=True, exist_ok=True)
     models = out / "models"
     for name in sorted(set(DECODER_OF_SPACE.values())):
-        source = shared / "models" / f"{name}-diffusers"
-        if source.is_dir() and not (models / name / "manifest.json").is_file():
+        source, published = shared / "models" / f"{name}-diffusers", shared / "models" / f"{name}-pth"
+        if (models / name / "manifest.json").is_file():
+            continue
+        if source.is_dir():
             tae.build_bundle(source, models / name)
+        elif published.is_dir():  # TAEF2: the published .pth files (diffusers has no class for it)
+            tae.build_from_pth(published, models / name)
     manifest = json.loads((CORPUS / "manifest.json").read_text())["streams"]
     rows = []
     for name, entry in manifest.items():

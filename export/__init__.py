@@ -18,6 +18,7 @@ from sdlite.manifest import COMPONENTS  # one definition, shared with the runtim
 
 from .autoencoder_tiny import check_latent_space, is_autoencoder_tiny, space_of_name, wrappers
 from .bundle import DEFAULT_OPSET, convert, install, seal, vae_downsample_factor, write_extras, write_manifest
+from . import tae_original
 from .errors import ExportError, ValidationError
 from .sources import DEFAULT_MODEL, load_components, uncond_embedding
 from .validate import validate_component
@@ -121,6 +122,9 @@ def export_bundle(
 
         parts = tiny_components()
         source = {"kind": "tiny", "model": "tiny-random-sd", "revision": None, "vae": None}
+    elif vae and not need_unet and tae_original.is_original_folder(vae):
+        parts = {"vae": tae_original.load(vae)}  # published .pth files (TAEF2): diffusers has no class for them
+        source = {"kind": "local", "model": None, "revision": None, "vae": str(Path(vae).resolve())}
     else:
         parts = load_components(model, revision=revision, vae=vae, need_unet=need_unet)
 

@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--revision", help="hub revision (branch, tag or commit) of --model")
     parser.add_argument("--vae", metavar="ID_OR_DIR",
                         help="use another VAE: an AutoencoderKL such as stabilityai/sd-vae-ft-mse (better faces and text), or an "
-                        "AutoencoderTiny such as madebyollin/taesd (10 MB, fast previews); alone with --components vae_encoder vae_decoder")
+                        "AutoencoderTiny such as madebyollin/taesd (10 MB, fast previews), or a folder of published TAE .pth files such as "
+                        "taef2_encoder.pth + taef2_decoder.pth (TAEF2, FLUX.2); alone with --components vae_encoder vae_decoder")
     parser.add_argument("--latent-space", choices=[s.name for s in KNOWN_SPACES],
                         help="the VAE's latent space when its config cannot tell (AutoencoderTiny: default the pipeline's, else sd1)")
     parser.add_argument("--tiny", action="store_true", help="build a tiny random SD pipeline locally (no network; for tests and offline demos)")

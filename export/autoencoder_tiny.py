@@ -24,7 +24,8 @@ from .errors import ExportError
 
 
 def is_autoencoder_tiny(vae) -> bool:
-    return type(vae).__name__ == "AutoencoderTiny"
+    """diffusers' AutoencoderTiny, or the published TAE network (export.tae_original: TAEF2 and the .pth releases)."""
+    return type(vae).__name__ in ("AutoencoderTiny", "TAEOriginal")
 
 
 def check_latent_space(vae, space) -> None:
@@ -94,7 +95,7 @@ def export_components(vae, components: list[str], folder: Path, *, space, opset:
         with torch.no_grad():
             torch.onnx.export(module, (example,), str(target), input_names=[input_name], output_names=[output_name],
                               dynamic_axes={input_name: axes, output_name: axes}, opset_version=opset, dynamo=False)
-        config = dict(vae.config)
+        config = dict(vae.config) if isinstance(vae.config, dict) else dict(vars(vae.config))
         config.update({"latent_space": space.name, "scaling_factor": space.scaling_factor, "shift_factor": space.shift_factor,
                        "raw_latents": True, "exported_from": "AutoencoderTiny (sdlite export, torch.onnx)"})
         (folder / name / "config.json").write_text(json.dumps(config, indent=2, default=str))

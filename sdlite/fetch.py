@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import http.client
 import logging
 import os
@@ -47,7 +48,7 @@ DEFAULT_HUB_URL = "https://github.com"
 HUB_ORGANISATION = "madebyollin"
 TIMEOUT_S = 30.0  # per socket operation
 DEADLINE_S = 600.0  # per file, whatever the server's pace: each read is bounded, and the deadline checked after it
-MAX_PTH_BYTES = 64 << 20  # the published .pth files are 2.4-2.7 MB
+MAX_PTH_BYTES = tae.MAX_PTH_BYTES
 _CHUNK = 1 << 16
 OWN_FOLDERS = ("weights", "built", "locks")
 """What sdlite puts in the cache besides the bundles named by release (taesd@1.3, ...) and verified's records."""
@@ -266,7 +267,7 @@ def bundle_for_name(model: str, *, progress=None) -> Path:
         encoder = pth.read_state_dict(folder / release.encoder.file, max_bytes=MAX_PTH_BYTES)
         decoder = pth.read_state_dict(folder / release.decoder.file, max_bytes=MAX_PTH_BYTES)
         weights = tae.from_original_layout(encoder, decoder)
-        config = {**tae.STANDARD_CONFIG, "latent_channels": space.channels}
+        config = tae.original_config(weights, space)
         origin = {"kind": "release", "model": f"{releases.REPOSITORY}", "release": release.label,
                   "encoder": {"file": release.encoder.file, "commit": release.encoder.commit, "git_blob": release.encoder.blob},
                   "decoder": {"file": release.decoder.file, "commit": release.decoder.commit, "git_blob": release.decoder.blob}}
@@ -292,6 +293,28 @@ def bundle_for_folder(folder: Path, *, latent_space: str | None = None) -> Path:
         with build_lock(name):
             if not (bundle / "manifest.json").is_file():
                 _build(Path(folder), bundle, space.name, None)
+    return bundle
+
+
+def bundle_for_pth_folder(folder: Path, *, latent_space: str | None = None) -> Path:
+    """The cached bundle of a folder of published .pth files (NAME_encoder.pth + NAME_decoder.pth), built on
+    first use without torch and keyed by both files' hashes."""
+    pair = tae.pth_files(Path(folder))
+    if pair is None:
+        raise ModelNotFoundError(f"{folder} does not hold one NAME_encoder.pth and NAME_decoder.pth pair")
+    for path in pair:
+        tae.read_regular_size_check(path)
+    digest = hashlib.sha256("".join(_weights_digest(p) for p in pair).encode()).hexdigest()[:16]
+    name = f"{pair[0].name[: -len(tae.PTH_SUFFIXES[0])]}-pth-{digest}"
+    bundle = _checked_cache("built", name)
+    if not (bundle / "manifest.json").is_file():
+        with build_lock(name):
+            if not (bundle / "manifest.json").is_file():
+                progress_log.info("building the ONNX bundle %s from %s (numpy + onnx, once)", bundle, folder)
+                try:
+                    tae.build_from_pth(Path(folder), bundle, latent_space=latent_space)
+                except (OSError, ValueError) as exc:
+                    raise ModelNotFoundError(f"cannot build a bundle from {folder} into {bundle}: {type(exc).__name__}: {exc}"[:400]) from None
     return bundle
 
 

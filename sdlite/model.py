@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import sessions
+from . import sessions, split
 from .sessions import cached, check_settings, file_identity
 from .bundle import EXPORT_HINT, MODEL_FILE, ONNX_DTYPES, SCHEDULER_CONFIG, UNCOND_FILE, check_extra, check_files, read_bundle
 from .files import read_json
@@ -48,6 +48,13 @@ def _run(session, component: str, outputs: list[str], feed: dict) -> list:
     except Exception as exc:
         text = str(exc).strip().splitlines()
         raise SdliteError(f"onnxruntime failed running the {component}: {type(exc).__name__}: {text[0] if text else ''}") from None
+
+
+_NO_SPLIT = object()  # cached: this network has nothing to split
+
+
+def _needs_tiles(array: np.ndarray, cell: int, tile: int | None) -> bool:
+    return tile is not None and max(array.shape[2], array.shape[3]) // cell > tile
 
 
 def _checked(output, component: str, expected: tuple) -> np.ndarray:
@@ -134,24 +141,54 @@ class Model:
         except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
             raise SdliteError(f"onnxruntime cannot load {path}: {exc}") from exc
 
+    def _split_sessions(self, component: str):
+        """(head, tail) sessions of a network with whole-map statistics (sdlite.split), or None for any other."""
+        path = self.path / self.info.component_files.get(component, f"{component}/{MODEL_FILE}")
+        self.session(component)  # checks the file (hashes) and fails as usual when it is missing
+        found = sessions.cached(("split", os.path.realpath(path), sessions.file_identity(path), component),
+                                lambda: split.split_for_tiles(path, component) or _NO_SPLIT)
+        if found is _NO_SPLIT:
+            return None
+        return tuple(sessions.cached_session(str(path), self.providers, threads=self.threads, strict=self.strict,
+                                             settings=self.session_settings, part=f"{component}:{part}",
+                                             make_part=lambda part=part: getattr(found, part))
+                     for part in ("head", "tail"))
+
     def encode(self, pixels: np.ndarray, *, tile: int | None = DEFAULT_TILE) -> np.ndarray:
         """(1, 3, H, W) in [-1, 1], sides multiples of downsample_factor -> raw latent mean (1, C, H/f, W/f)
-        float32. Images over `tile` latent cells a side are encoded by overlapping tiles (None: never)."""
+        float32. Images over `tile` latent cells a side are encoded by overlapping tiles (None: never); an
+        encoder with whole-map statistics (TAEF2) tiles only its layers before them (sdlite.split)."""
         check_tile(tile)
         session = self.session("vae_encoder")
         name = session.get_inputs()[0].name
         outputs = [o.name for o in session.get_outputs()]
         wanted = "latent_parameters" if "latent_parameters" in outputs else outputs[0]
+        f = self.downsample_factor
 
-        def encoder(piece):
-            (params,) = _run(session, "vae_encoder", [wanted], {name: piece.astype(np.float32)})
-            batch, _, height, width = piece.shape
-            params = _checked(params, "vae_encoder", (batch, None, height // self.downsample_factor, width // self.downsample_factor))
+        def checked(params, batch, height, width):
+            params = _checked(params, "vae_encoder", (batch, None, height // f, width // f))
             if params.shape[1] < self.latent_channels:
                 raise SdliteError(f"the vae_encoder returned {params.shape[1]} channels, the bundle declares {self.latent_channels} latent channels")
             return params[:, : self.latent_channels]
 
-        return run_tiled(encoder, pixels, cell_in=self.downsample_factor, cell_out=1, tile=tile)
+        def encoder(piece):
+            (params,) = _run(session, "vae_encoder", [wanted], {name: piece.astype(np.float32)})
+            return checked(params, *piece.shape[:1], *piece.shape[2:])
+
+        if not _needs_tiles(pixels, f, tile):
+            return encoder(pixels)
+        parts = self._split_sessions("vae_encoder")
+        if parts is None:
+            return run_tiled(encoder, pixels, cell_in=f, cell_out=1, tile=tile)
+        head, tail = parts
+
+        def features(piece):
+            (out,) = _run(head, "vae_encoder", [head.get_outputs()[0].name], {head.get_inputs()[0].name: piece.astype(np.float32)})
+            return _checked(out, "vae_encoder", (piece.shape[0], None, piece.shape[2] // f, piece.shape[3] // f))
+
+        mapped = run_tiled(features, pixels, cell_in=f, cell_out=1, tile=tile)
+        (params,) = _run(tail, "vae_encoder", [tail.get_outputs()[0].name], {tail.get_inputs()[0].name: mapped})
+        return checked(params, *pixels.shape[:1], *pixels.shape[2:])
 
     def decode(self, latents: np.ndarray, *, tile: int | None = DEFAULT_TILE) -> np.ndarray:
         """Raw latents (1, C, h, w) -> (1, 3, h*f, w*f) float32 in about [-1, 1]. Latents over `tile`
@@ -160,12 +197,25 @@ class Model:
         session = self.session("vae_decoder")
         name = session.get_inputs()[0].name
 
+        f = self.downsample_factor
+
         def decoder(piece):
             (sample,) = _run(session, "vae_decoder", [session.get_outputs()[0].name], {name: piece.astype(np.float32)})
             batch, _, height, width = piece.shape
-            return _checked(sample, "vae_decoder", (batch, 3, height * self.downsample_factor, width * self.downsample_factor))
+            return _checked(sample, "vae_decoder", (batch, 3, height * f, width * f))
 
-        return run_tiled(decoder, latents, cell_in=1, cell_out=self.downsample_factor, tile=tile)
+        parts = self._split_sessions("vae_decoder") if _needs_tiles(latents, 1, tile) else None
+        if parts is None:
+            return run_tiled(decoder, latents, cell_in=1, cell_out=f, tile=tile)
+        head, tail = parts  # the layers with whole-map statistics run on the whole latent; the rest by tiles
+        (mapped,) = _run(head, "vae_decoder", [head.get_outputs()[0].name], {head.get_inputs()[0].name: latents.astype(np.float32)})
+        mapped = _checked(mapped, "vae_decoder", (latents.shape[0], None, latents.shape[2], latents.shape[3]))
+
+        def rest(piece):
+            (sample,) = _run(tail, "vae_decoder", [tail.get_outputs()[0].name], {tail.get_inputs()[0].name: piece})
+            return _checked(sample, "vae_decoder", (piece.shape[0], 3, piece.shape[2] * f, piece.shape[3] * f))
+
+        return run_tiled(rest, mapped, cell_in=1, cell_out=f, tile=tile)
 
     @property
     def uncond_embedding(self) -> np.ndarray:

@@ -38,8 +38,8 @@ def available_models(folder: Path | None = None) -> list[str]:
 
 def resolve_model_path(model: str | os.PathLike | None) -> Path:
     """model: a bundle path, a bundle name under the models folder, a TAE release name (taesd, taesd@1.2, taesdxl,
-    taesd3, taef1: fetched from its pinned commit and built once into the model cache, sdlite.fetch), a local
-    AutoencoderTiny folder (built once into the cache), or None ($SDLITE_MODEL, then the only bundle in the
+    taesd3, taef1, taef2: fetched from its pinned commit and built once into the model cache, sdlite.fetch), a local
+    AutoencoderTiny folder or folder of published .pth files (built once into the cache), or None ($SDLITE_MODEL, then the only bundle in the
     models folder, then the default release, taesd)."""
     if model is None:
         model = os.environ.get(ENV_MODEL) or None
@@ -59,6 +59,8 @@ def resolve_model_path(model: str | os.PathLike | None) -> Path:
         return named
     if path.is_dir() and tae.is_tae_folder(path):
         return fetch.bundle_for_folder(path)
+    if path.is_dir() and tae.pth_files(path) is not None:
+        return fetch.bundle_for_pth_folder(path)
     if not path.exists() and releases.is_release_name(str(model)):
         return fetch.bundle_for_name(str(model))
     if path.is_dir():
@@ -116,7 +118,7 @@ def find_model(model_id: str, folder: Path | None = None) -> Path:
 
 
 
-SPACE_DEFAULT_RELEASE = {"sd1": "taesd", "sdxl": "taesdxl", "sd3": "taesd3", "flux": "taef1"}
+SPACE_DEFAULT_RELEASE = {"sd1": "taesd", "sdxl": "taesdxl", "sd3": "taesd3", "flux": "taef1", "flux2": "taef2"}
 """The base TAE release that decodes a latent space's streams when nothing better is at hand."""
 
 
@@ -141,8 +143,9 @@ def find_by_id(model_id: str) -> Path | None:
     return None
 
 
-TAE_CLASSES = ("AutoencoderTiny", "TAESD")
-"""What a TAE bundle calls its VAE (sdlite.tae and the torch export: AutoencoderTiny; other exports: TAESD)."""
+TAE_CLASSES = ("AutoencoderTiny", "TAEOriginal", "TAESD")
+"""What a TAE bundle calls its VAE (sdlite.tae and the torch export: AutoencoderTiny; the torch export of published
+.pth files: TAEOriginal; other exports: TAESD)."""
 
 
 def _is_tae(path: Path) -> bool:

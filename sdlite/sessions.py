@@ -138,15 +138,17 @@ def session_options(threads: int | None = None, settings: dict | None = None):
     return options
 
 
-def create_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False, settings: dict | None = None):
+def create_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False, settings: dict | None = None,
+                   model_bytes: bytes | None = None):
     """A new InferenceSession; warns (or raises when strict) if a requested CUDA provider did not attach.
-    settings: overrides of default_settings(path), e.g. {"cpu_mem_arena": True}."""
+    settings: overrides of default_settings(path), e.g. {"cpu_mem_arena": True}. model_bytes: a graph derived
+    from the file at path (sdlite.split), run instead of it."""
     import onnxruntime as ort
 
     wanted = resolve_providers(providers)
     options = session_options(threads, _settings_for(path, settings))
     log.debug("creating session for %s with %s", path, wanted)
-    session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+    session = ort.InferenceSession(model_bytes if model_bytes is not None else str(path), sess_options=options, providers=wanted)
     check_attached(session, wanted, path, strict=strict)
     return session
 
@@ -178,16 +180,19 @@ def cached(key: tuple, build):
     return value
 
 
-def cached_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False, settings: dict | None = None):
-    """The shared session for (path and its identity, providers, threads, session settings), created on first use."""
+def cached_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False, settings: dict | None = None,
+                   part: str | None = None, make_part=None):
+    """The shared session for (path and its identity, providers, threads, session settings), created on first use.
+    part/make_part: a session of a graph derived from the file (make_part() gives its bytes), cached under its name."""
     wanted = resolve_providers(providers)
     chosen = _settings_for(path, settings)
-    key = ("session", os.path.realpath(path), file_identity(path), tuple(map(str, wanted)), threads, tuple(sorted(chosen.items())))
+    key = ("session", os.path.realpath(path), file_identity(path), part, tuple(map(str, wanted)), threads, tuple(sorted(chosen.items())))
     built = []
 
     def build():
         built.append(True)
-        return create_session(path, wanted, threads=threads, strict=strict, settings=chosen)
+        return create_session(path, wanted, threads=threads, strict=strict, settings=chosen,
+                              model_bytes=make_part() if make_part is not None else None)
 
     session = cached(key, build)
     if not built:

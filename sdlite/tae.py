@@ -34,7 +34,7 @@ log = logging.getLogger("sdlite")
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
-TINY_AUTOENCODERS = {"taesd": "sd1", "taesdxl": "sdxl", "taesd3": "sd3", "taef1": "flux"}
+TINY_AUTOENCODERS = {"taesd": "sd1", "taesdxl": "sdxl", "taesd3": "sd3", "taef1": "flux", "taef2": "flux2"}
 """The TAE family's names (hub madebyollin/NAME, or a local folder NAME or NAME-diffusers) and the latent
 space each one was trained for."""
 LOGVAR = -30.0  # exp(-30) ~ 1e-13: a point distribution, as the torch export and ../shared/models/taesd store it
@@ -46,6 +46,9 @@ MAX_CONFIG_BYTES = 64 << 10
 MAX_WIDTH = 1024  # channels of any block
 MAX_STAGES = 6
 MAX_BLOCKS_PER_STAGE = 16
+GROUP_NORM_EPS = 1e-5  # torch's GroupNorm default, as TAEF2 uses it
+POOL_WIDTH = 4  # TAEF2's pool branch widens to 4x the block's channels ...
+POOL_GROUPS = 4  # ... and normalises them in 4 groups
 SAFETENSORS_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
 
 
@@ -54,7 +57,7 @@ def space_of_name(source) -> str | None:
     if not source:
         return None
     name = Path(str(source).rstrip("/\\")).name.lower()
-    for suffix in ("-diffusers", "_diffusers"):
+    for suffix in ("-diffusers", "_diffusers", "-pth"):
         name = name.removesuffix(suffix)
     return TINY_AUTOENCODERS.get(name)
 
@@ -201,8 +204,41 @@ class _Graph:
         pad = kernel // 2
         return self.node("Conv", inputs, kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4)
 
-    def block(self, x: str, layer: str, channels: int) -> str:
-        """AutoencoderTinyBlock with equal in/out channels: relu(conv(relu(conv(relu(conv(x))))) + x)."""
+    def group_norm(self, x: str, layer: str, channels: int, groups: int) -> str:
+        """torch's GroupNorm (eps 1e-5, affine) in opset 17, as torch.onnx writes it: reshape to (B, groups, -1),
+        InstanceNormalization, reshape back, then the per-channel scale and bias."""
+        from onnx import numpy_helper
+
+        gamma = self.weights.get(f"{self.prefix}.{layer}.weight")
+        beta = self.weights.get(f"{self.prefix}.{layer}.bias")
+        for name, value in (("weight", gamma), ("bias", beta)):
+            if value is None or tuple(value.shape) != (channels,):
+                raise BundleError(f"the weights lack {self.prefix}.{layer}.{name} of shape [{channels}] that the config implies")
+            self.used.add(f"{self.prefix}.{layer}.{name}")
+        self.initializers += [
+            numpy_helper.from_array(np.array([0, groups, -1], dtype=np.int64), f"{layer}.grouped"),
+            numpy_helper.from_array(np.ones(groups, dtype=np.float32), f"{layer}.unit_scale"),
+            numpy_helper.from_array(np.zeros(groups, dtype=np.float32), f"{layer}.zero_bias"),
+            numpy_helper.from_array(np.ascontiguousarray(gamma.reshape(channels, 1, 1), dtype=np.float32), f"{self.prefix}.{layer}.weight"),
+            numpy_helper.from_array(np.ascontiguousarray(beta.reshape(channels, 1, 1), dtype=np.float32), f"{self.prefix}.{layer}.bias"),
+        ]
+        grouped = self.node("Reshape", [x, f"{layer}.grouped"])
+        normed = self.node("InstanceNormalization", [grouped, f"{layer}.unit_scale", f"{layer}.zero_bias"], epsilon=GROUP_NORM_EPS)
+        y = self.node("Reshape", [normed, self.node("Shape", [x])])
+        return self.node("Add", [self.node("Mul", [y, f"{self.prefix}.{layer}.weight"]), f"{self.prefix}.{layer}.bias"])
+
+    def pool(self, x: str, layer: str, channels: int) -> str:
+        """TAEF2's branch before a Block: x + conv1x1(relu(GroupNorm(4, conv1x1(x) to 4x the channels)))."""
+        wide = POOL_WIDTH * channels
+        y = self.conv(x, f"{layer}.pool.0", channels, wide, kernel=1, bias=False)
+        y = self.node("Relu", [self.group_norm(y, f"{layer}.pool.1", wide, POOL_GROUPS)])
+        return self.node("Add", [x, self.conv(y, f"{layer}.pool.3", wide, channels, kernel=1, bias=False)])
+
+    def block(self, x: str, layer: str, channels: int, *, pool: bool = False) -> str:
+        """AutoencoderTinyBlock with equal in/out channels: relu(conv(relu(conv(relu(conv(x))))) + x), after
+        TAEF2's pool branch when `pool`."""
+        if pool:
+            x = self.pool(x, layer, channels)
         y = self.node("Relu", [self.conv(x, f"{layer}.conv.0", channels, channels)])
         y = self.node("Relu", [self.conv(y, f"{layer}.conv.2", channels, channels)])
         y = self.conv(y, f"{layer}.conv.4", channels, channels)
@@ -245,7 +281,7 @@ def encoder_model(config: dict, weights: dict, space: spaces.LatentSpace):
             x = g.conv(x, f"layers.{layer}", channels, width, stride=2, bias=False)
         layer, channels = layer + 1, width
         for _ in range(count):
-            x = g.block(x, f"layers.{layer}", width)
+            x = g.block(x, f"layers.{layer}", width, pool=config.get("midblock_pool", False) and stage == len(widths) - 1)
             layer += 1
     latents = g.conv(x, f"layers.{layer}", channels, config["latent_channels"])
     mean = g.node("Div", [latents, g.constant(space.scaling_factor, "scaling_factor")])
@@ -275,7 +311,7 @@ def decoder_model(config: dict, weights: dict, space: spaces.LatentSpace):
         if width != channels:
             raise BundleError(f"decoder_block_out_channels {widths} change width between stages; AutoencoderTiny keeps it")
         for _ in range(count):
-            x = g.block(x, f"layers.{layer}", width)
+            x = g.block(x, f"layers.{layer}", width, pool=config.get("midblock_pool", False) and stage == 0)
             layer += 1
         final = stage == len(widths) - 1
         if not final:
@@ -316,7 +352,53 @@ def build_bundle(source: Path, output: Path, *, latent_space: str | None = None,
 
 STANDARD_CONFIG = {"encoder_block_out_channels": [64, 64, 64, 64], "decoder_block_out_channels": [64, 64, 64, 64],
                    "num_encoder_blocks": [1, 3, 3, 3], "num_decoder_blocks": [3, 3, 3, 1], "name_or_path": None}
-"""The architecture every published TAE release before TAEF2 shares (latent_channels is the space's)."""
+"""The architecture every published TAE release shares (latent_channels is the space's; TAEF2 adds the pool
+branch: midblock_pool)."""
+PTH_SUFFIXES = ("_encoder.pth", "_decoder.pth")
+MAX_PTH_BYTES = 64 << 20  # the published .pth files are 2.7-5 MB
+
+
+def original_config(weights: dict, space: spaces.LatentSpace) -> dict:
+    """The config of published weights (diffusers names, from_original_layout): the standard architecture, with
+    TAEF2's pool branch (encoder's last stage, decoder's first) when the weights have one."""
+    return {**STANDARD_CONFIG, "latent_channels": space.channels, "midblock_pool": any(".pool." in name for name in weights)}
+
+
+def pth_files(folder: Path) -> tuple[Path, Path] | None:
+    """(encoder, decoder) of a folder holding one published pair (NAME_encoder.pth, NAME_decoder.pth), else None."""
+    folder = Path(folder)
+    try:
+        names = sorted(p.name for p in folder.iterdir() if p.name.endswith(PTH_SUFFIXES))
+    except OSError:
+        return None
+    encoders = [n for n in names if n.endswith(PTH_SUFFIXES[0])]
+    if len(encoders) != 1 or len(names) != 2:
+        return None
+    stem = encoders[0][: -len(PTH_SUFFIXES[0])]
+    decoder = folder / f"{stem}{PTH_SUFFIXES[1]}"
+    return (folder / encoders[0], decoder) if decoder.name in names else None
+
+
+def build_from_pth(folder: Path, output: Path, *, latent_space: str | None = None, origin: dict | None = None) -> dict:
+    """Build the bundle of a folder of published .pth files (taef2_encoder.pth + taef2_decoder.pth, as in
+    madebyollin/taesd) without torch: read by sdlite.pth's restricted reader, renamed by from_original_layout."""
+    from . import pth
+
+    folder = Path(folder)
+    pair = pth_files(folder)
+    if pair is None:
+        raise BundleError(f"{folder} does not hold one NAME_encoder.pth and NAME_decoder.pth pair")
+    name = latent_space or TINY_AUTOENCODERS.get(pair[0].name[: -len(PTH_SUFFIXES[0])].lower()) or space_of_name(folder.name.removesuffix("-pth"))
+    if name is None:
+        raise OptionError(f"cannot tell which latent space {pair[0].name} was trained for; pass latent_space= "
+                          f"({', '.join(s.name for s in spaces.KNOWN)})")
+    space = spaces.by_name(name)
+    for path in pair:
+        read_regular_size_check(path)
+    weights = from_original_layout(pth.read_state_dict(pair[0], max_bytes=MAX_PTH_BYTES), pth.read_state_dict(pair[1], max_bytes=MAX_PTH_BYTES))
+    return build_from_weights(original_config(weights, space), weights, space, output,
+                              origin=origin or {"kind": "local", "model": str(folder.resolve()), "revision": None, "vae": None},
+                              described=str(folder))
 
 
 def from_original_layout(encoder: dict, decoder: dict) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 MASK = (1 << 64) - 1
 THRESHOLDS = (1, 2, 3, 4, 6, 8, 11, 15, 20, 28, 40)
 SD1 = 0.18215
-TRANSFORM_UNITS = {0: 1.0, 1: 0.13025 / SD1, 2: 1.5305 / SD1, 3: 0.3611 / SD1}
+TRANSFORM_UNITS = {0: 1.0, 1: 0.13025 / SD1, 2: 1.5305 / SD1, 3: 0.3611 / SD1, 4: 4.4}
 
 
 class SpecError(Exception):
@@ -278,10 +278,13 @@ def recompose(groups, shape, levels):
 
 def channel_inverse(coded: np.ndarray, transform: int, basis=None) -> np.ndarray:
     unit = TRANSFORM_UNITS[transform]
-    if transform in (2, 3):
+    if transform in (2, 3, 4):
+        n = len(basis)
+        if coded.shape[0] != n:
+            raise SpecError(f"transform {transform} needs {n} channels")
         out = np.zeros_like(coded)
-        for k in range(16):
-            column = np.array([basis[k][c] / 16384 for c in range(16)])
+        for k in range(n):
+            column = np.array([basis[k][c] / 16384 for c in range(n)])
             out = out + column[:, None, None] * coded[k]
         coded = out
     return coded / unit
@@ -307,7 +310,7 @@ def decode_entropy(params: bytes, payload: bytes, shape, version: int, bases: di
 
 
 def decode(data: bytes, bases: dict) -> np.ndarray:
-    """Raw latents (C, h, w) float32 of a stream; bases: transform id -> its 16x16 integer basis (docs/format.md 5.1)."""
+    """Raw latents (C, h, w) float32 of a stream; bases: transform id -> its NxN integer basis (docs/format.md 5.1)."""
     c = read_container(data)
     if c["method"] == 1:
         return decode_palette(c["params"], c["payload"], c["shape"])

@@ -16,7 +16,7 @@ from . import spec_decoder
 
 CORPUS = Path(__file__).resolve().parent / "conformance"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())["streams"]
-BASES = {2: latent_space._SD3_BASIS, 3: latent_space._FLUX_BASIS}  # docs/format.md 5.1: the tables, by reference
+BASES = {2: latent_space._SD3_BASIS, 3: latent_space._FLUX_BASIS, 4: latent_space._FLUX2_BASIS}  # docs/format.md 5.1: the tables, by reference
 SMALL = 200_000  # latent values: the spec decoder is plain Python, one symbol at a time
 
 

@@ -20,14 +20,14 @@ MODEL_ID = "0123012301230123"
 TAE = {"sd1": "taesd", "sdxl": "taesdxl", "sd3": "taesd3", "flux": "taef1"}
 
 # A transform's id is in streams: its definition must never change (a new measurement gets a new id).
-PINNED_TRANSFORMS = {0: "ec58bd35de72477d", 1: "f2ca1285b13725ed", 2: "edad34b825bc9494", 3: "e469cbafc2d0a03d"}
+PINNED_TRANSFORMS = {0: "ec58bd35de72477d", 1: "f2ca1285b13725ed", 2: "edad34b825bc9494", 3: "e469cbafc2d0a03d", 4: "b83c74d8d681230f"}
 
 
 def test_channel_transform_definitions_are_frozen():
     assert {t.id: t.digest() for t in channels.TRANSFORMS.values()} == PINNED_TRANSFORMS
 
 
-@pytest.mark.parametrize("space", ["sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("space", ["sdxl", "sd3", "flux", "flux2"])
 def test_transforms_invert_and_code_in_sd1_units(space):
     transform = channels.for_space(space)
     definition = spaces.by_name(space)

@@ -120,6 +120,20 @@ def _cases() -> dict:
         cases[f"v4-palette-{name}"] = (f"palette method, {channels} channels, latent {shape[0]}x{shape[1]}",
                                        lambda c=channels, sp=space, sh=shape: compress_latents(
                                            smooth_latents(200 + c + sh[0], c, *sh, space=sp), model_id=MODEL_ID, latent_space=sp, method="palette"))
+    # FLUX.2 (issue 25): 32 channels, transform 4 (its basis); quality levels, a target, Haar levels, palette, a
+    # 130x70 multi-block latent
+    for quality in (5, 50, 95):
+        cases[f"v4-entropy-flux2-q{quality}"] = (f"entropy, latent space flux2 (32 channels), quality {quality}",
+                                                 lambda q=quality: compress_latents(smooth_latents(300 + q, 32, 12, 17, space="flux2"),
+                                                                                    model_id=MODEL_ID, latent_space="flux2", quality=q))
+    cases["v4-entropy-flux2-target-2000"] = ("entropy, a 2000-byte target, flux2", lambda: compress_latents(
+        smooth_latents(310, 32, 24, 32, space="flux2"), model_id=MODEL_ID, latent_space="flux2", target_bytes=2000))
+    cases["v4-entropy-flux2-levels2-gains"] = ("entropy, 2 Haar levels and reconstruction gains, flux2", lambda: _entropy_stream(
+        smooth_latents(311, 32, 13, 19, space="flux2"), space="flux2", quality=60, levels=2, reconstruction_gains=True))
+    cases["v4-entropy-flux2-130x70-blocks"] = ("entropy, latent shape 32x130x70, flux2", lambda: compress_latents(
+        smooth_latents(312, 32, 130, 70, space="flux2"), model_id=MODEL_ID, latent_space="flux2", quality=40))
+    cases["v4-palette-flux2"] = ("palette method, 32 channels, latent 10x14", lambda: compress_latents(
+        smooth_latents(313, 32, 10, 14, space="flux2"), model_id=MODEL_ID, latent_space="flux2", method="palette"))
     return cases
 
 

@@ -26,7 +26,10 @@ export class BundleError extends Error {
 export { BitstreamError };
 
 // Latent channels of each space (sdlite/latent_space.py); a decoder for a space must take this many.
-const SPACE_CHANNELS = { sd1: 4, sdxl: 4, sd3: 16, flux: 16 };
+const SPACE_CHANNELS = { sd1: 4, sdxl: 4, sd3: 16, flux: 16, flux2: 32 };
+// Decoders whose layers normalise over the whole feature map (TAEF2's GroupNorm): tiles would change what they compute,
+// so they run on the whole latent here (sdlite splits them instead: sdlite/split.py; the pixels differ by about 62 dB).
+const WHOLE_MAP_NORMS = new Set(["flux2"]);
 
 /**
  * One decoder model (a bundle's vae_decoder/model.onnx) by URL, for one latent space, with its session created
@@ -93,7 +96,8 @@ export async function decodeImage(bytes, decoders, { tile = DEFAULT_TILE, maxPix
   if (SPACE_CHANNELS[decoder.space] !== channels || decoder.factor !== header.factor)
     throw new ModelMismatchError(`the stream has ${channels} channels at 1/${header.factor}; the ${decoder.space} decoder reads ${SPACE_CHANNELS[decoder.space]} at 1/${decoder.factor}`);
   start = now();
-  const sample = await runTiled((piece, shape) => decoder.run(piece, shape), latents, header.shape, decoder.factor, { tile, onTile });
+  const tiles = WHOLE_MAP_NORMS.has(decoder.space) ? null : tile;
+  const sample = await runTiled((piece, shape) => decoder.run(piece, shape), latents, header.shape, decoder.factor, { tile: tiles, onTile });
   seconds.network = (now() - start) / 1000;
   start = now();
   let rgb = toRgb(sample, h * decoder.factor, w * decoder.factor, header.codedWidth, header.codedHeight);

@@ -18,8 +18,8 @@ const LEGACY_FREE_CALLS = 12_500; // format versions 2 and 3: coder calls any st
 const LEGACY_CALLS_PER_BYTE = 4; // ... and those each payload byte justifies (docs/format.md, sdlite's coder.py)
 const THRESHOLDS = [1, 2, 3, 4, 6, 8, 11, 15, 20, 28, 40];
 const SD1 = 0.18215;
-const TRANSFORM_UNITS = { 0: 1.0, 1: 0.13025 / SD1, 2: 1.5305 / SD1, 3: 0.3611 / SD1 };
-export const SPACES = { 0: "unknown", 1: "sd1", 2: "sdxl", 3: "sd3", 4: "flux" };
+const TRANSFORM_UNITS = { 0: 1.0, 1: 0.13025 / SD1, 2: 1.5305 / SD1, 3: 0.3611 / SD1, 4: 4.4 };
+export const SPACES = { 0: "unknown", 1: "sd1", 2: "sdxl", 3: "sd3", 4: "flux", 5: "flux2" };
 export const DEFAULT_MAX_PIXELS = 2048 * 2048;
 
 // ---- bytes ------------------------------------------------------------------------------------------------------
@@ -390,14 +390,15 @@ async function decodeEntropy(params, payload, shape, version, bases) {
   if (!reader.exhausted()) throw new BitstreamError("corrupt entropy payload: its length does not match the symbols it codes");
   let coded = recompose(groups, shape, p.levels, shapes);
   const unit = TRANSFORM_UNITS[p.transform];
-  if (p.transform === 2 || p.transform === 3) {
+  if (p.transform >= 2 && p.transform <= 4) {
     const basis = bases?.[p.transform];
     if (!basis) throw new BitstreamError(`channel transform ${p.transform} needs its basis`);
-    if (shape[0] !== 16) throw new BitstreamError(`channel transform ${p.transform} needs 16 latent channels`);
+    const N = basis.length;
+    if (shape[0] !== N) throw new BitstreamError(`channel transform ${p.transform} needs ${N} latent channels`);
     const n = coded[0].length;
-    const out = Array.from({ length: 16 }, () => new Float64Array(n));
-    for (let k = 0; k < 16; k++) {
-      for (let c = 0; c < 16; c++) {
+    const out = Array.from({ length: N }, () => new Float64Array(n));
+    for (let k = 0; k < N; k++) {
+      for (let c = 0; c < N; c++) {
         const weight = basis[k][c] / 16384;
         const from = coded[k], to = out[c];
         for (let i = 0; i < n; i++) to[i] = to[i] + weight * from[i];

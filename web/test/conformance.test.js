@@ -51,10 +51,11 @@ test("an unknown format version and a truncated stream are BitstreamErrors", () 
 });
 
 test("the bases are sdlite's", { skip: !process.env.SDLITE_PYTHON && "set SDLITE_PYTHON to compare with sdlite/latent_space.py" }, () => {
-  const out = execFileSync(process.env.SDLITE_PYTHON, ["-c", "import json; from sdlite import latent_space as s; print(json.dumps({2: s._SD3_BASIS, 3: s._FLUX_BASIS}))"], { cwd: root });
+  const out = execFileSync(process.env.SDLITE_PYTHON, ["-c", "import json; from sdlite import latent_space as s; print(json.dumps({2: s._SD3_BASIS, 3: s._FLUX_BASIS, 4: s._FLUX2_BASIS}))"], { cwd: root });
   const python = JSON.parse(out.toString());
   assert.deepEqual(BASES[2], python["2"]);
   assert.deepEqual(BASES[3], python["3"]);
+  assert.deepEqual(BASES[4], python["4"]);
 });
 
 test("crafted streams cost no more than sdlite lets them: the same two refusals as the Python decoder",

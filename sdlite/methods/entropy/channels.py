@@ -2,7 +2,7 @@
 
 A transform scales raw latents to coding units (SD 1.x raw units, where the method's steps and rules
 were measured: see sdlite.latent_space) and, for 16-channel spaces, turns the channels into their
-principal components, which a least-squares predictor and one shared step serve better than correlated
+principal components (16-channel spaces, and FLUX.2's 32), which a least-squares predictor and one shared step serve better than correlated
 channels (BENCHMARKS.md). The stream names its transform by id; an id's definition never changes once
 streams carry it (tests pin each one's digest), so a new measurement gets a new id.
 
@@ -77,8 +77,9 @@ TRANSFORMS: dict[int, ChannelTransform] = {t.id: t for t in (
     _of_space(1, "sdxl"),  # coding units only: a basis measured no better on TAESDXL
     _of_space(2, "sd3"),
     _of_space(3, "flux"),
+    _of_space(4, "flux2"),
 )}
-_BY_SPACE = {"sdxl": 1, "sd3": 2, "flux": 3}
+_BY_SPACE = {"sdxl": 1, "sd3": 2, "flux": 3, "flux2": 4}
 
 
 def by_id(transform_id: int) -> ChannelTransform:
