@@ -191,8 +191,8 @@ def cached_session(path: str, providers=None, *, threads: int | None = None, str
 
     def build():
         built.append(True)
-        return create_session(path, wanted, threads=threads, strict=strict, settings=chosen,
-                              model_bytes=make_part() if make_part is not None else None)
+        extra = {"model_bytes": make_part()} if make_part is not None else {}
+        return create_session(path, wanted, threads=threads, strict=strict, settings=chosen, **extra)
 
     session = cached(key, build)
     if not built:
