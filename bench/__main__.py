@@ -97,6 +97,11 @@ def main(argv=None) -> int:
     td.add_argument("--set", required=True, dest="decoder_set", help="the shipped decoder set (e.g. taesd-codec)")
     td.add_argument("--bpp", nargs="+", type=float, default=[0.05, 0.1, 0.15, 0.2, 0.3, 0.5], help="rates (default %(default)s)")
     td.add_argument("--out", default="bench-out/trained", help="output folder (default %(default)s)")
+    nl = sub.add_parser("near-lossless", help="latents as data: near-lossless settings against the round trip and vaepack's bytes")
+    nl.add_argument("images", nargs="+", help="image files or folders")
+    nl.add_argument("--model", required=True, action="append", help="bundle path or name; repeat for several")
+    nl.add_argument("--out", default="bench-out/near-lossless", help="output folder (default %(default)s)")
+    nl.add_argument("--no-lpips", action="store_true", help="PSNR only")
     br = sub.add_parser("browser-refs", help="the Python decoder's pictures of conformance streams, for web/'s browser test")
     br.add_argument("--out", default="bench-out/browser", help="output folder (default %(default)s)")
     br.add_argument("--shared", default=str(Path(__file__).resolve().parent.parent.parent / "shared"), help="the shared folder (models/)")
@@ -176,6 +181,13 @@ def main(argv=None) -> int:
 
             print(trained.run(expand_inputs(args.images, IMAGE_SUFFIXES), model=args.model, decoder_set=args.decoder_set, bpps=tuple(args.bpp),
                               out_dir=Path(args.out) / args.decoder_set))
+            return 0
+        if args.command == "near-lossless":
+            from . import near_lossless
+            from .lpips import LPIPS, load_weights
+
+            net = None if args.no_lpips else LPIPS(load_weights(None, "alexnet"), "alexnet")
+            print(near_lossless.run(expand_inputs(args.images, IMAGE_SUFFIXES), models=args.model, out_dir=Path(args.out), lpips=net))
             return 0
         if args.command == "browser-refs":
             from . import browser
