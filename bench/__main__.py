@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     e.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: onnxruntime's)")
     e.add_argument("--repeats", type=int, default=3, help="runs per image, the best counts (default %(default)s)")
     e.add_argument("--out", default="bench-out/pipeline", help="output folder (default %(default)s)")
+    e.add_argument("--bpp", type=float, help="compress at this rate (target bytes) instead of the default quality")
     ls = sub.add_parser("latent-stats", help="channel statistics and the decorrelating basis of each model's latent space")
     ls.add_argument("images", nargs="+", help="image files or folders")
     ls.add_argument("--model", required=True, action="append", help="bundle path or name; repeat for several")
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
             from . import pipeline
 
             print(pipeline.run(expand_inputs(args.images, IMAGE_SUFFIXES), models=args.model, threads=args.threads, repeats=args.repeats,
-                               out_dir=args.out))
+                               out_dir=args.out, bpp=args.bpp))
             return 0
         if args.command == "latent-stats":
             from . import latent_stats

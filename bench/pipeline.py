@@ -4,7 +4,7 @@ model of the same latent space, next to the bare onnxruntime encoder and decoder
 python -m bench pipeline IMAGES --model ../shared/models/taesd --model ../shared/models/vaelight [--threads 2]
 
 Per model (all in this process, warm sessions, best of --repeats per image, then the mean over images):
-the VAE encoder and decoder sessions alone, compress() at the default setting, decompress(), and the
+the VAE encoder and decoder sessions alone, compress() at the default setting (or at --bpp), decompress(), and the
 share of compress + decompress spent outside the network calls (codec maths and glue). That share is
 measured inside the same calls: every session.run of the model is timed, and what compress and
 decompress spend around those runs is the outside time, so machine noise between separate runs does
@@ -61,7 +61,7 @@ def _best_outside(call, clock: list, repeats: int) -> tuple[float, float]:
     return best
 
 
-def run(image_paths, *, models, threads: int | None = None, repeats: int = 3, out_dir=None) -> str:
+def run(image_paths, *, models, threads: int | None = None, repeats: int = 3, out_dir=None, bpp: float | None = None) -> str:
     loaded = [load_model(m, threads=threads) for m in models]
     rgbs = [images.load_rgb(p) for p in image_paths]
     rows, streams = [], {}
@@ -74,9 +74,13 @@ def run(image_paths, *, models, threads: int | None = None, repeats: int = 3, ou
         clock = [0.0]
         timed = load_model(model.path, threads=threads,
                            session_overrides={c: _TimedSession(model.session(c), clock) for c in ("vae_encoder", "vae_decoder")})
-        data = [compress(rgb, model=timed) for rgb in rgbs]
+
+        def options(rgb):  # the default setting, or a rate (--bpp)
+            return {} if bpp is None else {"target_bytes": max(60, round(bpp * rgb.shape[0] * rgb.shape[1] / 8))}
+
+        data = [compress(rgb, model=timed, **options(rgb)) for rgb in rgbs]
         streams[model.path] = data
-        comp = [_best_outside(lambda rgb=rgb: compress(rgb, model=timed), clock, repeats) for rgb in rgbs]
+        comp = [_best_outside(lambda rgb=rgb: compress(rgb, model=timed, **options(rgb)), clock, repeats) for rgb in rgbs]
         decomp = [_best_outside(lambda d=d: decompress(d, model=timed), clock, repeats) for d in data]
         network = sum(t - o for t, o in comp + decomp)
         rows.append({"model": model.path.name, "encoder_s": encoder, "decoder_s": decoder,
