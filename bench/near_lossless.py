@@ -23,9 +23,9 @@ from .quality import vaepack_encode
 
 SETTINGS = {
     "quality 90 (default gains)": {"quality": 90},
-    "near_lossless (quality 80, flat gains)": {"near_lossless": True},
+    "near_lossless (quality 85, flat gains)": {"near_lossless": True},
     "near_lossless, quality 70": {"near_lossless": True, "quality": 70},
-    "near_lossless, quality 90": {"near_lossless": True, "quality": 90},
+    "near_lossless, quality 80": {"near_lossless": True, "quality": 80},
 }
 
 

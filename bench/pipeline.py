@@ -96,7 +96,7 @@ def run(image_paths, *, models, threads: int | None = None, repeats: int = 3, ou
             previews.append({"encoded_with": source.path.name, "preview": target.path.name, "decompress_s": seconds})
     size = "x".join(str(s) for s in rgbs[0].shape[1::-1])
     lines = [f"{len(rgbs)} images ({size} first), {threads or 'default'} threads, best of {repeats} per image, means over the images.", "",
-             "| model | VAE encoder alone | VAE decoder alone | compress (default) | decompress | of which outside the networks | "
+             f"| model | VAE encoder alone | VAE decoder alone | compress ({'default' if bpp is None else f'{bpp:g} bpp'}) | decompress | of which outside the networks | "
              "outside / network time | bytes |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -98,8 +98,8 @@ def compress_latents(
     hex characters) with `latent_space` (e.g. "sd1", so that any decoder of that space may read it).
     size: the (width, height) the stream reports (default: latent size * downsample_factor).
     near_lossless: the entropy method with one step for every band (latents kept as data: training caches),
-    at quality 80 unless quality or target_bytes is given; measured within 0.1 dB of the unquantized round
-    trip at about 70 % of the bytes of 8-bit latents in lossless JPEG XL (BENCHMARKS.md)."""
+    at quality 85 unless quality or target_bytes is given; measured within 0.1 dB of the unquantized round
+    trip at about 75 % of the bytes of 8-bit latents in lossless JPEG XL (BENCHMARKS.md)."""
     if not isinstance(near_lossless, bool):
         raise OptionError(f"near_lossless must be True or False, got {near_lossless!r}")
     extra = {}

@@ -174,14 +174,14 @@ def test_cli_auto_model_compresses_by_rate_and_decompresses_with_the_encoder(tmp
 
 
 @pytest.mark.parametrize("space", ["sd1", "sd3", "flux2"])
-def test_near_lossless_codes_every_band_with_one_step_at_quality_80(space):
+def test_near_lossless_codes_every_band_with_one_step_at_quality_85(space):
     definition = spaces.by_name(space)
     z = (np.random.default_rng(1).normal(0, 1, (definition.channels, 16, 24)).cumsum(axis=2) / 4 / definition.coding_unit).astype(np.float32)
     data = compress_latents(z, model_id=MODEL_ID, latent_space=space, near_lossless=True)
     header, _ = bitstream.unpack(data, max_pixels=None)
     parsed = params.parse(header.params, header.latent_shape, header.version)
     assert parsed.gains_q == (16, 16)  # GAIN_SCALE units: 1.0 for both detail levels
-    assert len(data) == len(compress_latents(z, model_id=MODEL_ID, latent_space=space, near_lossless=True, quality=80))
+    assert len(data) == len(compress_latents(z, model_id=MODEL_ID, latent_space=space, near_lossless=True, quality=85))
     finer = compress_latents(z, model_id=MODEL_ID, latent_space=space, near_lossless=True, quality=95)
     assert len(finer) > len(data)
     assert np.abs(decompress_latents(finer)[0] - z).max() < np.abs(decompress_latents(data)[0] - z).max()
