@@ -33,7 +33,7 @@ import urllib.request
 from pathlib import Path
 
 from . import latent_space as spaces
-from . import pth, releases, tae, verified
+from . import releases, tae, verified
 from .files import file_sha256, write_atomic
 from .sessions import file_identity
 from .errors import BundleError, ModelNotFoundError, SdliteError
@@ -264,16 +264,13 @@ def bundle_for_name(model: str, *, progress=None) -> Path:
         except SdliteError:
             raise ModelNotFoundError(f"{release.label} is a model of latent space {release.space}, which this sdlite cannot build yet") from None
         folder = fetch_release(release, progress=progress)
-        encoder = pth.read_state_dict(folder / release.encoder.file, max_bytes=MAX_PTH_BYTES)
-        decoder = pth.read_state_dict(folder / release.decoder.file, max_bytes=MAX_PTH_BYTES)
-        weights = tae.from_original_layout(encoder, decoder)
-        config = tae.original_config(weights, space)
         origin = {"kind": "release", "model": f"{releases.REPOSITORY}", "release": release.label,
                   "encoder": {"file": release.encoder.file, "commit": release.encoder.commit, "git_blob": release.encoder.blob},
                   "decoder": {"file": release.decoder.file, "commit": release.decoder.commit, "git_blob": release.decoder.blob}}
         progress_log.info("building the ONNX bundle %s from %s (numpy + onnx, once)", bundle, release.label)
         try:
-            tae.build_from_weights(config, weights, space, bundle, origin=origin, described=release.label)
+            tae.build_from_pth_pair(folder / release.encoder.file, folder / release.decoder.file, space, bundle, origin=origin,
+                                    described=release.label)
         except (OSError, ValueError) as exc:
             raise ModelNotFoundError(f"cannot build {release.label} into {bundle}: {type(exc).__name__}: {exc}"[:400]) from None
     return bundle
@@ -287,13 +284,7 @@ def bundle_for_folder(folder: Path, *, latent_space: str | None = None) -> Path:
     digest = _weights_digest(weights)[:16]
     config = tae.read_config(Path(folder))
     space = tae.resolve_space(Path(folder), config, latent_space)
-    name = f"{space.name}-{digest}"
-    bundle = _checked_cache("built", name)
-    if not (bundle / "manifest.json").is_file():
-        with build_lock(name):
-            if not (bundle / "manifest.json").is_file():
-                _build(Path(folder), bundle, space.name, None)
-    return bundle
+    return _built_once(f"{space.name}-{digest}", folder, lambda bundle: tae.build_bundle(Path(folder), bundle, latent_space=space.name))
 
 
 def bundle_for_pth_folder(folder: Path, *, latent_space: str | None = None) -> Path:
@@ -303,18 +294,27 @@ def bundle_for_pth_folder(folder: Path, *, latent_space: str | None = None) -> P
     if pair is None:
         raise ModelNotFoundError(f"{folder} does not hold one NAME_encoder.pth and NAME_decoder.pth pair")
     for path in pair:
-        tae.read_regular_size_check(path)
+        tae.read_regular_size_check(path)  # an oversized file is refused before it is hashed
     digest = hashlib.sha256("".join(_weights_digest(p) for p in pair).encode()).hexdigest()[:16]
     name = f"{pair[0].name[: -len(tae.PTH_SUFFIXES[0])]}-pth-{digest}"
+    return _built_once(name, folder, lambda bundle: tae.build_from_pth(Path(folder), bundle, latent_space=latent_space))
+
+
+def _built_once(name: str, source, build) -> Path:
+    """The cache's bundle `built/name`, made by build(path) on first use; concurrent first uses wait for one build."""
     bundle = _checked_cache("built", name)
     if not (bundle / "manifest.json").is_file():
         with build_lock(name):
-            if not (bundle / "manifest.json").is_file():
-                progress_log.info("building the ONNX bundle %s from %s (numpy + onnx, once)", bundle, folder)
+            if not (bundle / "manifest.json").is_file():  # another process built it while we waited
+                progress_log.info("building the ONNX bundle %s from %s (numpy + onnx, once)", bundle, source)
                 try:
-                    tae.build_from_pth(Path(folder), bundle, latent_space=latent_space)
+                    build(bundle)
+                except SdliteError:
+                    raise
                 except (OSError, ValueError) as exc:
-                    raise ModelNotFoundError(f"cannot build a bundle from {folder} into {bundle}: {type(exc).__name__}: {exc}"[:400]) from None
+                    raise ModelNotFoundError(f"cannot build a bundle from {source} into {bundle}: {type(exc).__name__}: {exc}"[:400]) from None
+                except ImportError as exc:
+                    raise ModelNotFoundError(f"building a TAE bundle needs the onnx package ({exc}); pip install onnx") from None
     return bundle
 
 
@@ -334,18 +334,6 @@ def _weights_digest(path: Path) -> str:
 
 def forget_digests() -> None:
     _digests.clear()
-
-
-def _build(source: Path, bundle: Path, space: str, origin) -> None:
-    progress_log.info("building the ONNX bundle %s from %s (numpy + onnx, once)", bundle, source)
-    try:
-        tae.build_bundle(source, bundle, latent_space=space, origin=origin)
-    except SdliteError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise ModelNotFoundError(f"cannot build a bundle from {source} into {bundle}: {type(exc).__name__}: {exc}"[:400]) from None
-    except ImportError as exc:
-        raise ModelNotFoundError(f"building a TAE bundle needs the onnx package ({exc}); pip install onnx") from None
 
 
 def cached_bundles() -> list[Path]:

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import latent_space as spaces
 from . import manifest as manifests
+from . import pth
 from .bitstream import MAX_LATENT_CHANNELS
 from .errors import BundleError, OptionError
 from .files import file_sha256, read_json, read_regular
@@ -379,26 +380,28 @@ def pth_files(folder: Path) -> tuple[Path, Path] | None:
     return (folder / encoders[0], decoder) if decoder.name in names else None
 
 
-def build_from_pth(folder: Path, output: Path, *, latent_space: str | None = None, origin: dict | None = None) -> dict:
-    """Build the bundle of a folder of published .pth files (taef2_encoder.pth + taef2_decoder.pth, as in
-    madebyollin/taesd) without torch: read by sdlite.pth's restricted reader, renamed by from_original_layout."""
-    from . import pth
+def build_from_pth_pair(encoder: Path, decoder: Path, space: spaces.LatentSpace, output: Path, *, origin: dict, described: str) -> dict:
+    """Build the bundle of one published pair of .pth files (madebyollin/taesd's layout) without torch: read by
+    sdlite.pth's restricted reader, renamed by from_original_layout, the architecture from original_config."""
+    for path in (encoder, decoder):
+        read_regular_size_check(path)
+    weights = from_original_layout(pth.read_state_dict(encoder, max_bytes=MAX_PTH_BYTES), pth.read_state_dict(decoder, max_bytes=MAX_PTH_BYTES))
+    return build_from_weights(original_config(weights, space), weights, space, output, origin=origin, described=described)
 
+
+def build_from_pth(folder: Path, output: Path, *, latent_space: str | None = None, origin: dict | None = None) -> dict:
+    """Build the bundle of a folder of published .pth files (taef2_encoder.pth + taef2_decoder.pth); the latent
+    space is the one named, else the one the files' or the folder's name implies."""
     folder = Path(folder)
     pair = pth_files(folder)
     if pair is None:
         raise BundleError(f"{folder} does not hold one NAME_encoder.pth and NAME_decoder.pth pair")
-    name = latent_space or TINY_AUTOENCODERS.get(pair[0].name[: -len(PTH_SUFFIXES[0])].lower()) or space_of_name(folder.name.removesuffix("-pth"))
+    name = latent_space or space_of_name(pair[0].name[: -len(PTH_SUFFIXES[0])]) or space_of_name(folder.name)
     if name is None:
         raise OptionError(f"cannot tell which latent space {pair[0].name} was trained for; pass latent_space= "
                           f"({', '.join(s.name for s in spaces.KNOWN)})")
-    space = spaces.by_name(name)
-    for path in pair:
-        read_regular_size_check(path)
-    weights = from_original_layout(pth.read_state_dict(pair[0], max_bytes=MAX_PTH_BYTES), pth.read_state_dict(pair[1], max_bytes=MAX_PTH_BYTES))
-    return build_from_weights(original_config(weights, space), weights, space, output,
-                              origin=origin or {"kind": "local", "model": str(folder.resolve()), "revision": None, "vae": None},
-                              described=str(folder))
+    return build_from_pth_pair(*pair, spaces.by_name(name), output, described=str(folder),
+                               origin=origin or {"kind": "local", "model": str(folder.resolve()), "revision": None, "vae": None})
 
 
 def from_original_layout(encoder: dict, decoder: dict) -> dict:
