@@ -21,11 +21,12 @@ from pathlib import Path
 from sdlite.tae import LOGVAR, TINY_AUTOENCODERS, space_of_name  # noqa: F401 - one definition, shared with the torch-free builder
 
 from .errors import ExportError
+from .tae_original import CLASS_NAME
 
 
 def is_autoencoder_tiny(vae) -> bool:
     """diffusers' AutoencoderTiny, or the published TAE network (export.tae_original: TAEF2 and the .pth releases)."""
-    return type(vae).__name__ in ("AutoencoderTiny", "TAEOriginal")
+    return type(vae).__name__ in ("AutoencoderTiny", CLASS_NAME)
 
 
 def check_latent_space(vae, space) -> None:

@@ -221,3 +221,18 @@ def test_a_network_without_norms_is_not_split(tmp_path):
     folder = write_tae_folder(tmp_path / "taesd-diffusers")
     tae.build_bundle(folder, tmp_path / "bundle")
     assert split.split_for_tiles(tmp_path / "bundle" / "vae_decoder" / "model.onnx", "vae_decoder") is None
+
+
+def test_a_folder_of_damaged_pth_files_is_a_clear_error_and_leaves_no_bundle(tmp_path, monkeypatch):
+    """A .pth pair that is not a state dict (a truncated zip, text) fails with an sdlite error naming the file,
+    before any bundle is named in the cache; a folder with two encoders is not a model."""
+    monkeypatch.setenv(fetch.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    folder = tmp_path / "taef2-pth"
+    folder.mkdir()
+    (folder / "taef2_encoder.pth").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    (folder / "taef2_decoder.pth").write_text("not a state dict")
+    with pytest.raises(SdliteError, match="taef2_"):
+        sdlite.load_model(folder)
+    assert not list((tmp_path / "cache").rglob("manifest.json"))
+    (folder / "other_encoder.pth").write_bytes(b"")
+    assert tae.pth_files(folder) is None

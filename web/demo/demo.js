@@ -136,11 +136,11 @@ globalThis.sdliteDemo = {
     return { latentsSha256: await sha256(result.latents), meanAbs: sum / (width * height * 3), maxAbs: max, times, seconds: result.seconds, width, height };
   },
   showOriginal: async (url) => showOriginal(await (await fetch(url)).blob()),
-  /** A stream that should fail: the error's name and message. */
-  async failure(stream, space) {
+  /** A stream that should fail (with the page's decoder for `space`, or the one at `url`): the error's name and message. */
+  async failure(stream, space, url) {
     try {
       const bytes = typeof stream === "string" ? new Uint8Array(await (await fetch(stream)).arrayBuffer()) : new Uint8Array(stream);
-      await decodeImage(bytes, space ? () => decoderFor(space) : (header) => decoderFor(header.latentSpace));
+      await decodeImage(bytes, space ? () => decoderFor(space, url) : (header) => decoderFor(header.latentSpace));
       return null;
     } catch (error) {
       return { name: error.name, message: error.message };

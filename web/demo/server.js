@@ -21,7 +21,13 @@ function inside(base, path) {
 /** Start serving; resolves to { server, url }. mounts: { "/shared/": folder, "/refs/": folder }. */
 export function serve({ mounts = {}, port = 0 } = {}) {
   const server = createServer((request, response) => {
-    const path = decodeURIComponent(new URL(request.url, "http://127.0.0.1").pathname);
+    let path;
+    try {
+      path = decodeURIComponent(new URL(request.url, "http://127.0.0.1").pathname);
+    } catch {
+      response.writeHead(400, { "Content-Type": "text/plain" }).end("bad request path"); // a malformed %-escape must not stop the server
+      return;
+    }
     let file = null;
     for (const [prefix, folder] of Object.entries(mounts))
       if (folder && path.startsWith(prefix)) file = inside(resolve(folder), path.slice(prefix.length));

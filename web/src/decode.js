@@ -64,9 +64,7 @@ export class Decoder {
     const sample = results[session.outputNames[0]];
     const want = [1, 3, h * this.factor, w * this.factor];
     if (sample.dims.join() !== want.join()) throw new BundleError(`${this.url} gave shape [${sample.dims}] for [1,${c},${h},${w}], not [${want}]`);
-    const data = sample.data;
-    if (typeof sample.dispose === "function" && sample.location && sample.location !== "cpu") return new Float32Array(await sample.getData(true));
-    return data;
+    return sample.data; // outputs stay on the CPU (no preferredOutputLocation is asked for)
   }
 }
 

@@ -76,7 +76,7 @@ test("768x512 streams: browser and Python decode times (the first call creates t
   }
 });
 
-test("errors name the problem: a truncated stream, an unknown version, a decoder of another space", { skip }, async () => {
+test("errors name the problem: a truncated stream, an unknown version, a decoder of another space, a missing decoder", { skip }, async () => {
   const stream = refs.streams.find((s) => s.space === "sd1" && !s.timed);
   const truncated = await page.evaluate(async (url) => {
     const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
@@ -92,4 +92,10 @@ test("errors name the problem: a truncated stream, an unknown version, a decoder
   const other = await page.evaluate((url) => sdliteDemo.failure(url, "sd3"), stream.stream);
   assert.equal(other?.name, "ModelMismatchError");
   assert.match(other.message, /latent space sd1; this decoder reads sd3/);
+  const missing = await page.evaluate((url) => sdliteDemo.failure(url, "sd1", "/refs/models/no-such/vae_decoder/model.onnx"), stream.stream);
+  assert.equal(missing?.name, "BundleError");
+  assert.match(missing.message, /cannot load the decoder .*no-such/);
+  const status = await fetch(`${served.url}/web/%E0%A4%A`).then((r) => r.status); // a malformed escape: refused, the server stays up
+  assert.equal(status, 400);
+  assert.equal(await fetch(`${served.url}/web/demo/index.html`).then((r) => r.status), 200);
 });
