@@ -17,8 +17,8 @@ DEFAULT_LEVELS = 1  # two levels measured no better on VAElight + Kodak (BENCHMA
 STEP_SCALE = 1024  # base step: uint16 in 1/1024 coding units (1/1024 .. 64; sd1: raw-latent units; see channels.py)
 GAIN_SCALE = 16  # detail-band step multipliers: uint8 in 1/16 units
 DEFAULT_BAND_GAINS = (1.75, 1.3)  # finest details, next level: measured on VAElight + Kodak (BENCHMARKS.md)
-FLAT_BAND_GAINS = (1.0, 1.0)  # near-lossless: one step for every band; at equal bytes better than the default in sd1 and sd3, equal in flux2
-NEAR_LOSSLESS_QUALITY = 85  # with flat gains: within 0.1 dB of the round trip in sd1, sd3 and flux2 (q80 lost 0.11 dB on sd3; BENCHMARKS.md)
+FLAT_BAND_GAINS = (1.0, 1.0)  # near-lossless: one step for every band (at equal bytes: better with TAESD/TAESD3, equal with TAEF2/VAElight)
+NEAR_LOSSLESS_QUALITY = 85  # with flat gains: within 0.1 dB of the round trip with TAESD, VAElight, TAESD3, TAEF2 (q80 lost 0.11 dB on TAESD3)
 
 
 def haar_forward(latents: np.ndarray) -> np.ndarray:
