@@ -1,4 +1,4 @@
-"""python -m bench: quality (rate-distortion), speed (ORT vs PyTorch), pipeline (end-to-end times), tiling, fuzz, fetch-lpips."""
+"""python -m bench: quality (rate-distortion), speed (ORT vs PyTorch), cpu (CPU engines), pipeline (end-to-end times), tiling, fuzz, fetch-lpips."""
 
 from __future__ import annotations
 
@@ -108,6 +108,30 @@ def main(argv=None) -> int:
     br.add_argument("--shared", default=str(Path(__file__).resolve().parent.parent.parent / "shared"), help="the shared folder (models/)")
     br.add_argument("--images", help="folder of kodim01.png for the timed streams (default SHARED/data/kodak)")
     br.add_argument("--no-timed", action="store_true", help="conformance streams only")
+    cp = sub.add_parser("cpu", help="CPU engines side by side: onnxruntime fp32/int8, OpenVINO f32/auto/int8, PyTorch")
+    cp.add_argument("images", nargs="+", help="image files or folders")
+    cp.add_argument("--model", required=True, help="the fp32 bundle (path or name); the first row and the other rows' reference")
+    cp.add_argument("--int8", action="append", default=[], metavar="BUNDLE", help="an int8 bundle of the same networks; repeat for several")
+    cp.add_argument("--torch", metavar="FOLDER", help="an AutoencoderTiny folder with the same weights: a PyTorch row")
+    cp.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO rows")
+    cp.add_argument("--stage", choices=["roundtrip", "decoder"], default="roundtrip",
+                    help="roundtrip: each row encodes and decodes; decoder: one fp32 encode, each row decodes (default %(default)s)")
+    cp.add_argument("--threads", type=int, default=2, help="threads for every engine (default %(default)s)")
+    cp.add_argument("--repeats", type=int, default=2, help="timed runs per image, the best counts (default %(default)s)")
+    cp.add_argument("--no-lpips", action="store_true", help="PSNR only")
+    cp.add_argument("--out", default="bench-out/cpu", help="output folder (default %(default)s)")
+    pf = sub.add_parser("profile", help="where compress and decompress spend their time: networks, codec maths, image I/O, Python")
+    pf.add_argument("images", nargs="+", help="image files or folders")
+    pf.add_argument("--model", required=True, action="append", help="bundle path or name; repeat for several")
+    pf.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (default %(default)s)")
+    pf.add_argument("--out", default="bench-out/profile", help="output folder (default %(default)s)")
+    bt = sub.add_parser("batch", help="images per second of a folder: one file at a time against overlapping files")
+    bt.add_argument("images", nargs="+", help="image files or folders")
+    bt.add_argument("--model", required=True, help="bundle path or name")
+    bt.add_argument("--rounds", type=int, default=2, help="times each way is measured, alternating (default %(default)s)")
+    bt.add_argument("--also", action="append", default=[], metavar="BUNDLE[:PROVIDER]",
+                    help="another row: a bundle (e.g. int8) on a provider (cpu, openvino; default cpu), one file at a time")
+    bt.add_argument("--out", default="bench-out/batch", help="output folder (default %(default)s)")
     z = sub.add_parser("fuzz", help="structure-aware fuzzing of the stream decoder (info + decompress_latents)")
     z.add_argument("--cases", type=int, default=10000, help="mutated streams to try (default %(default)s)")
     z.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
@@ -189,6 +213,31 @@ def main(argv=None) -> int:
 
             net = None if args.no_lpips else LPIPS(load_weights(None, "alexnet"), "alexnet")
             print(near_lossless.run(expand_inputs(args.images, IMAGE_SUFFIXES), models=args.model, out_dir=Path(args.out), lpips=net))
+            return 0
+        if args.command == "cpu":
+            from . import cpu
+            from .lpips import LPIPS, load_weights
+
+            net = None if args.no_lpips else LPIPS(load_weights(None, "alexnet"), "alexnet")
+            results = cpu.run(expand_inputs(args.images, IMAGE_SUFFIXES), model=args.model, int8=args.int8, openvino=not args.no_openvino,
+                              torch_folder=args.torch, stage=args.stage, threads=args.threads, repeats=args.repeats, lpips=net,
+                              out_dir=Path(args.out) / Path(args.model).name,
+                              progress=lambda r: logging.getLogger("bench").info("%s: %.3f s, %.2f dB", r["label"], r["seconds"], r["psnr"]))
+            print(cpu.table(results, args.stage))
+            return 0
+        if args.command == "profile":
+            from . import profiling
+
+            print(profiling.table(profiling.run(expand_inputs(args.images, IMAGE_SUFFIXES), models=args.model, threads=args.threads,
+                                                out_dir=Path(args.out))))
+            return 0
+        if args.command == "batch":
+            from . import batch
+
+            also = [(spec.rsplit(":", 1)[0], [spec.rsplit(":", 1)[1]]) if spec.rsplit(":", 1)[-1] in ("cpu", "openvino") else (spec, ["cpu"])
+                    for spec in args.also]
+            print(batch.table(batch.run(expand_inputs(args.images, IMAGE_SUFFIXES), model=args.model, rounds=args.rounds, also=also,
+                                        out_dir=Path(args.out))))
             return 0
         if args.command == "browser-refs":
             from . import browser

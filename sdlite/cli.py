@@ -25,7 +25,7 @@ from . import options as request_options
 from .bitstream import read_file, read_header_file
 from .registry import AUTO_MODEL, available_models, choose_model, models_dir, resolve_model_path
 from .codec import DECODER_MISMATCH, MAX_SEED, compress, decompress, describe, info
-from . import __version__, codec_decoders, tae
+from . import __version__, codec_decoders, sessions, tae
 from . import manifest as manifests
 from .bundle import is_bundle, read_bundle
 from .images import load_rgb
@@ -427,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "folder. compress: default $SDLITE_MODEL, else the only bundle in models/, else taesd; "
                                        f"{AUTO_MODEL}: the bundle in models/ best at each image's rate. decompress: default the "
                                        "decoder the stream names, or one trained for the codec (taesd-codec), or its space's default")
-        p.add_argument("--providers", nargs="+", help="onnxruntime providers, e.g. CPUExecutionProvider (default: CUDA if available, else CPU)")
+        p.add_argument("--providers", nargs="+", help="onnxruntime providers, by name or alias: cpu, cuda, openvino (pip install "
+                                                        "'sdlite[openvino]'; Intel CPUs), e.g. --providers openvino (default: CUDA if available, else CPU)")
         p.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
         out = p.add_mutually_exclusive_group()
         out.add_argument("-o", "--output", help="output file (one input only)")
@@ -470,6 +471,8 @@ def main(argv=None) -> int:
     logging.getLogger("sdlite.progress").setLevel(logging.INFO)  # first-use work and long single images, shown without -v
     commands = {"compress": _cmd_compress, "decompress": _cmd_decompress, "info": _cmd_info}
     try:
+        if getattr(args, "providers", None):
+            sessions.check_providers(args.providers)  # a missing plugin is one line before any work
         return commands[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

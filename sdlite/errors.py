@@ -40,7 +40,7 @@ class BundleError(SdliteError):
 
 
 class ProviderError(SdliteError, RuntimeError):
-    """An onnxruntime execution provider was required (strict mode) but did not attach."""
+    """An execution provider was required (strict mode) but did not attach, or its plugin cannot be loaded here."""
 
 
 class OptionError(SdliteError, ValueError):

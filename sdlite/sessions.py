@@ -21,6 +21,20 @@ log = logging.getLogger("sdlite")
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+OPENVINO = "OpenVINOExecutionProvider"
+PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA, "openvino": OPENVINO}
+"""Short names accepted wherever providers are (any case): `--providers openvino`."""
+
+OPENVINO_PRECISIONS = ("auto", "f32", "bf16", "f16")
+OPENVINO_DEFAULTS = {"precision": "auto"}
+"""sdlite's OpenVINO options. precision: auto leaves it to OpenVINO (bf16 on CPUs with AMX, f32 elsewhere:
+measured on a Xeon with AMX, Kodak, `python -m bench cpu`: TAESD's round trip 5.3x the CPU provider's
+speed with pixels 0.55 levels from it on average, the TAESD3 and TAEF2 decoders 5.7x and 5.2x within 0.0001
+LPIPS and 0.02 dB, BENCHMARKS.md); f32 gives the CPU provider's pixels (at its speed); choose with
+("OpenVINOExecutionProvider", {"precision": "f32"}). Other keys go to the provider as they are (num_streams, ...)."""
+OPENVINO_PLUGIN = "onnxruntime-ep-openvino"
+_openvino_devices: list = []
+_openvino_lock = threading.Lock()
 
 _cache: dict[tuple, object] = {}
 _key_locks: dict[tuple, threading.Lock] = {}
@@ -35,28 +49,129 @@ def default_providers() -> list[str]:
 
 
 def resolve_providers(providers) -> list:
+    """None -> default_providers(); a name, alias (PROVIDER_ALIASES) or (name, options) pair, or a list of
+    them -> a list with aliases spelled out. Names onnxruntime does not know are an OptionError."""
     if providers is None:
         return default_providers()
-    if isinstance(providers, str):
-        return [providers]
-    return list(providers)
+    if isinstance(providers, (str, tuple)):
+        providers = [providers]
+    return [_spelled_out(provider) for provider in providers]
+
+
+def _spelled_out(provider):
+    import onnxruntime as ort
+
+    if isinstance(provider, tuple):
+        if len(provider) != 2 or not isinstance(provider[1], dict):
+            raise OptionError(f"a provider with options is a (name, dict) pair, got {provider!r}")
+        return (_spelled_out(provider[0]), provider[1])
+    if not isinstance(provider, str):
+        raise OptionError(f"providers are names or (name, options) pairs, got {provider!r}")
+    name = PROVIDER_ALIASES.get(provider.lower(), provider)
+    known = set(ort.get_all_providers()) | {OPENVINO}
+    if name not in known:
+        raise OptionError(f"unknown provider {provider!r}; choose one of: {', '.join(PROVIDER_ALIASES)} or an onnxruntime "
+                          f"provider name (available here: {', '.join(ort.get_available_providers())})")
+    return name
+
+
+def check_providers(providers) -> list:
+    """resolve_providers, and a plugin provider (OpenVINO) loaded now: a clear ProviderError before any work."""
+    import onnxruntime as ort
+
+    wanted = resolve_providers(providers)
+    if OPENVINO in [_provider_name(p) for p in wanted] and (_openvino_devices or OPENVINO not in ort.get_available_providers()):
+        _openvino_plugin_devices()
+    return wanted
 
 
 def _provider_name(provider) -> str:
     return provider[0] if isinstance(provider, tuple) else provider
 
 
+def _openvino_plugin_devices() -> list:
+    """The OpenVINO plugin's CPU device, registered with onnxruntime once per process; a one-line
+    ProviderError when the plugin is missing, does not load, or offers no CPU device here."""
+    import onnxruntime as ort
+
+    with _openvino_lock:
+        if _openvino_devices:
+            return _openvino_devices
+        try:
+            import onnxruntime_ep_openvino as plugin
+        except ImportError:
+            raise ProviderError(f"{OPENVINO} needs its plugin, which is not installed: pip install 'sdlite[openvino]' "
+                                f"(the {OPENVINO_PLUGIN} package)") from None
+        if not hasattr(ort, "register_execution_provider_library"):
+            raise ProviderError(f"{OPENVINO} as a plugin needs onnxruntime >= 1.23 (this is {ort.__version__}): "
+                                f"pip install -U onnxruntime")
+        try:
+            ort.register_execution_provider_library("sdlite-openvino", plugin.get_library_path())
+        except Exception as exc:  # onnxruntime raises its own types; the message is all a caller can act on
+            raise ProviderError(f"the {OPENVINO_PLUGIN} plugin did not load into onnxruntime {ort.__version__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        devices = [d for d in ort.get_ep_devices() if d.ep_name == OPENVINO and d.ep_metadata.get("ov_device") == "CPU"]
+        if not devices:
+            raise ProviderError(f"the {OPENVINO_PLUGIN} plugin loaded but offers no CPU device on this machine "
+                                f"({_cpu_name()}); its device discovery admits Intel processors only: use {CPU}")
+        _openvino_devices.extend(devices[:1])
+        return _openvino_devices
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+def openvino_options(options: dict | None, threads: int | None) -> dict:
+    """The plugin's provider options (strings) from sdlite's: OPENVINO_DEFAULTS under the caller's; the
+    precision, intra-op threads and a compiled-model cache under sdlite's cache folder go to OpenVINO's CPU
+    device through load_config (INFERENCE_PRECISION_HINT, INFERENCE_NUM_THREADS, CACHE_DIR)."""
+    import json
+
+    chosen = dict(OPENVINO_DEFAULTS, **(options or {}))
+    precision = str(chosen.pop("precision")).lower()
+    if precision not in OPENVINO_PRECISIONS:
+        raise OptionError(f"unknown OpenVINO precision {precision!r}; choose one of: {', '.join(OPENVINO_PRECISIONS)}")
+    try:
+        given = json.loads(chosen.get("load_config") or "{}")
+    except ValueError as exc:
+        raise OptionError(f"OpenVINO load_config must be JSON: {exc}") from None
+    cpu = {} if precision == "auto" else {"INFERENCE_PRECISION_HINT": precision}
+    if threads:
+        cpu["INFERENCE_NUM_THREADS"] = str(int(threads))
+    if "cache_dir" in chosen:
+        cpu["CACHE_DIR"] = str(chosen.pop("cache_dir"))
+    else:
+        from .verified import cache_dir, default_cache_dir
+
+        cpu["CACHE_DIR"] = str((cache_dir() or default_cache_dir()) / "openvino")
+    chosen["load_config"] = json.dumps({**given, "CPU": {**cpu, **(given.get("CPU") or {})}})
+    return {str(key): str(value) for key, value in chosen.items()}
+
+
 def check_attached(session, wanted, path: str, *, strict: bool, warn: bool = True) -> None:
-    """Warn (or raise ProviderError when strict) if CUDA was requested for `path` but did not attach."""
-    if CUDA not in [_provider_name(p) for p in wanted]:
+    """Warn (or raise ProviderError when strict) if CUDA or OpenVINO was requested for `path` but did not attach."""
+    requested = [name for name in (CUDA, OPENVINO) if name in [_provider_name(p) for p in wanted]]
+    if not requested:
         return
     attached = session.get_providers()
-    if CUDA not in attached:
-        message = f"CUDAExecutionProvider was requested for {os.path.basename(path)} but did not attach; running on {attached}"
-        if strict:
-            raise ProviderError(message)
-        if warn:
-            warnings.warn(message, RuntimeWarning, stacklevel=4)
+    missing = [name for name in requested if name not in attached]
+    if not missing:
+        return
+    message = f"{missing[0]} was requested for {os.path.basename(path)} but did not attach; running on {attached}"
+    if strict:
+        raise ProviderError(message)
+    if warn:
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 SESSION_SETTINGS = {
@@ -148,7 +263,18 @@ def create_session(path: str, providers=None, *, threads: int | None = None, str
     wanted = resolve_providers(providers)
     options = session_options(threads, _settings_for(path, settings))
     log.debug("creating session for %s with %s", path, wanted)
-    session = ort.InferenceSession(model_bytes if model_bytes is not None else str(path), sess_options=options, providers=wanted)
+    model = model_bytes if model_bytes is not None else str(path)
+    names = [_provider_name(p) for p in wanted]
+    if OPENVINO in names:
+        chosen = openvino_options(dict(wanted[names.index(OPENVINO)][1]) if isinstance(wanted[names.index(OPENVINO)], tuple) else None, threads)
+        if not _openvino_devices and OPENVINO in ort.get_available_providers():  # built in (onnxruntime-openvino), no plugin
+            wanted = [(OPENVINO, {"device_type": "CPU", **chosen}) if n == OPENVINO else p for n, p in zip(names, wanted)]
+        else:  # the plugin package: devices are added to the options, the CPU provider is the fallback
+            options.add_provider_for_devices(_openvino_plugin_devices(), chosen)
+            session = ort.InferenceSession(model, sess_options=options)
+            check_attached(session, [OPENVINO], path, strict=strict)
+            return session
+    session = ort.InferenceSession(model, sess_options=options, providers=wanted)
     check_attached(session, wanted, path, strict=strict)
     return session
 

@@ -313,3 +313,35 @@ def test_quality_references_are_exif_rotated_as_compress_sees_them(tiny_bundle, 
 
     assert Image.open(path).size == (140, 90)
     assert sdlite.decompress(sdlite.compress(path, model=tiny_bundle, quality=50), model=tiny_bundle).size == (90, 140)
+
+
+def test_cpu_engines_benchmark_smoke(vaelight, tmp_path, photo):
+    """Rows compare with their onnxruntime twin: the same bundle given as an 'int8' one is pixel-identical."""
+    from bench import cpu
+
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    for stage in ("decoder", "roundtrip"):
+        rows = cpu.run([tmp_path / "a.png"], model=vaelight.path, int8=[vaelight.path], openvino=False, stage=stage, threads=1,
+                       repeats=1, out_dir=tmp_path / "out")
+        assert [r["label"] for r in rows] == ["onnxruntime CPU fp32", "onnxruntime CPU int8 (vaelight)"]
+        assert all(r["seconds"] > 0 and r["mad_levels"] == 0 and r["max_levels"] == 0 for r in rows)
+        assert rows[0]["speed"] == 1.0 and rows[0]["psnr"] == rows[1]["psnr"] > 10
+        assert json.loads((tmp_path / "out" / f"cpu-{stage}.json").read_text())["stage"] == stage
+    assert "| onnxruntime CPU fp32 |" in (tmp_path / "out" / "cpu-roundtrip.md").read_text()
+    with pytest.raises(ValueError, match="choose one of: roundtrip, decoder"):
+        cpu.run([tmp_path / "a.png"], model=vaelight.path, stage="encoder")
+
+
+def test_profile_and_batch_benchmarks_smoke(vaelight, tmp_path, photo):
+    from bench import batch, profiling
+
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    Image.fromarray(photo[::-1]).save(tmp_path / "b.png")
+    rows = profiling.run([tmp_path / "a.png"], models=[vaelight.path], threads=1, out_dir=tmp_path / "out")
+    assert [r["operation"] for r in rows] == ["compress", "decompress"]
+    for r in rows:  # the parts are measured inside the call: each positive, together at most its wall time
+        assert r["parts"]["networks"] > 0 and r["parts"]["image I/O"] > 0 and r["parts"]["codec maths"] > 0
+        assert -0.01 * r["seconds"] < r["parts"]["Python and the rest"] < r["seconds"]
+    ways = batch.run([tmp_path / "a.png", tmp_path / "b.png"], model=vaelight.path, rounds=1, cores=2, out_dir=tmp_path / "out")
+    assert [w["jobs"] for w in ways] == [1, 2] and all(w["images_per_second"] > 0 and w["bytes"] > 0 for w in ways)
+    assert "images/s" in (tmp_path / "out" / "batch.md").read_text()

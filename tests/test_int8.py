@@ -33,7 +33,7 @@ def _psnr(a, b):
 def test_tiny_bundle_quantized_whole(tiny_bundle, calibration, tmp_path, photo):
     from export.quantize import quantize_bundle
 
-    manifest = quantize_bundle(tiny_bundle, tmp_path / "int8", images=calibration)
+    manifest = quantize_bundle(tiny_bundle, tmp_path / "int8", images=calibration, keep_edges=1)
     fp32 = json.loads((tiny_bundle / "manifest.json").read_text())
     assert manifest["quantization"]["method"] == "int8-static-qdq" and manifest["quantization"]["derived_from"] == fp32["model_id"]
     assert sorted(manifest["quantization"]["components"]) == ["unet", "vae_decoder", "vae_encoder"]
@@ -58,6 +58,38 @@ def test_quantizing_in_steps_keeps_the_record(tiny_bundle, calibration, tmp_path
     assert manifest["quantization"]["components"] == ["unet", "vae_decoder"]
     assert manifest["quantization"]["derived_from"] == fp32["model_id"]
     assert {name: entry["dtype"] for name, entry in manifest["components"].items()} == {"unet": "int8", "vae_decoder": "int8", "vae_encoder": "fp32"}
+
+
+def test_measured_choice_keeps_float_what_misses_the_budget(tiny_bundle, calibration, tmp_path, monkeypatch):
+    """The default rule measures the VAE networks: a generous budget makes them int8 but their edges; a
+    network whose every int8 copy costs too much (a fake measurement: random networks' errors against
+    photos say nothing) stays fp32, recorded, and the bundle still decodes; none int8 at all is an error."""
+    from export import ExportError
+    from export import quantize as quantize_module
+    from export.quantize import quantize_bundle
+
+    loose = quantize_bundle(tiny_bundle, tmp_path / "loose", images=calibration, components=["vae_decoder"], budget=1e9)
+    record = loose["quantization"]["float"]["vae_decoder"]
+    # the first try (all int8 but the first and last convolution) is within budget: nothing else measured
+    assert record["rule"] == "sensitivity" and record["within_budget"] and record["measured_nodes"] == 0
+    assert loose["components"]["vae_decoder"]["dtype"] == "int8"
+    assert _float_products(tmp_path / "loose" / loose["components"]["vae_decoder"]["file"]) == record["float_nodes"]
+    assert len(record["float_nodes"]) == 2
+
+    monkeypatch.setattr(quantize_module, "_judge", lambda *args: (1.0, lambda path: 1.0))  # every copy adds 100 %
+    strict = quantize_bundle(tiny_bundle, tmp_path / "strict", images=calibration, components=["vae_decoder", "unet"])
+    record = strict["quantization"]["float"]["vae_decoder"]
+    assert record["kept_fp32"] and not record["within_budget"] and record["mixed_added_mse"] == 1.0
+    assert record["measured_nodes"] > 0  # the edges missed: every other node was measured
+    assert {c: e["dtype"] for c, e in strict["components"].items()} == {"unet": "int8", "vae_decoder": "fp32", "vae_encoder": "fp32"}
+    assert strict["quantization"]["components"] == ["unet"]
+    fp32_file = json.loads((tiny_bundle / "manifest.json").read_text())["components"]["vae_decoder"]["file"]
+    assert (tmp_path / "strict" / strict["components"]["vae_decoder"]["file"]).read_bytes() == (tiny_bundle / fp32_file).read_bytes()
+    model = sdlite.load_model(tmp_path / "strict")  # the manifest checks out (sizes, hashes)
+    assert model.decode(np.zeros((1, model.latent_channels, 4, 4), np.float32), tile=None).shape[1] == 3
+    with pytest.raises(ExportError, match="int8 cannot keep the quality of any of vae_decoder"):
+        quantize_bundle(tiny_bundle, tmp_path / "none", images=calibration, components=["vae_decoder"])
+    assert not (tmp_path / "none").exists()
 
 
 def _float_products(path):
