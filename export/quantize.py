@@ -15,11 +15,11 @@ Which nodes stay float is measured for the VAE networks (export.sensitivity): fi
 its first and last convolutions, the pixel error it adds to the round trip on the crops against `budget`
 (default 0.15 of the fp32 round trip's error there, see sensitivity.FLOAT_BUDGET); when it misses, each
 node int8 alone, its added error, and the fewest most sensitive nodes float for the network to stay within
-budget, at most a fifth of them. A network that misses the budget even then stays fp32 in the new bundle;
-the manifest's quantization.float records, per network, the rule, the float nodes, the measured errors
-and whether it stayed fp32. The U-Net (its loss cannot be measured without real weights) keeps
-KEEP_EDGE_CONVS convolutions at each end float; --keep-edges N applies that rule to every network instead
-of measuring.
+budget, at most a fifth of them (networks over SENSITIVITY_MAX_BYTES, such as SD's VAE, skip this pass).
+A network that misses the budget even then stays fp32 in the new bundle; the manifest's
+quantization.float records, per network, the rule, the float nodes, the measured errors and whether it
+stayed fp32. The U-Net (its loss cannot be measured without real weights) keeps KEEP_EDGE_CONVS
+convolutions at each end float; --keep-edges N applies that rule to every network instead of measuring.
 
 The new bundle's model id is its own (the networks changed), so streams of the fp32 bundle decode with
 it through decoder_mismatch="allow", as with any other decoder of the same latent space. Measured
@@ -48,6 +48,9 @@ CALIBRATION_SIDE = 256
 MAX_CALIBRATION_IMAGES = 16
 UNET_CALIBRATION_TIMESTEP = 40  # the decoder's default denoising level (strength 0.04)
 QUANTIZATION = "int8-static-qdq"
+# The per-node pass quantizes and evaluates the network once per node: minutes for the 5 MB TAE networks,
+# hours for SD's 130-190 MB VAE networks. Above this size only the first try (float edges) is measured.
+SENSITIVITY_MAX_BYTES = 50_000_000
 KEEP_EDGE_CONVS = 1  # first and last convolutions float: the U-Net's rule, and the VAE networks' first try
 FLOAT_BUDGET = sensitivity.FLOAT_BUDGET
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}  # name -> onnxruntime CalibrationMethod
@@ -148,6 +151,10 @@ def _prepare_graph(path: Path, max_passes: int = 1000):
     if changed:
         onnx.save(model, str(path))
     return model
+
+
+def _weight_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
 def _edge_convolutions(graph, keep_edges: int) -> list[str]:
@@ -303,7 +310,7 @@ def quantize_bundle(bundle, output, *, images, components=None, max_images: int 
             for old in target_dir.iterdir():
                 if old.name != "config.json":
                     old.unlink()
-            large = sum(p.stat().st_size for p in (source / component).iterdir()) > 1_500_000_000
+            large = _weight_bytes(source / component) > 1_500_000_000
             feeds = _feeds(component, model, crops)
             with tempfile.TemporaryDirectory() as work:
                 graph, quantize = _quantizer(source / info.component_files[component], Path(work), feeds, large=large, calibration=calibration)
@@ -313,11 +320,13 @@ def quantize_bundle(bundle, output, *, images, components=None, max_images: int 
                     nodes = sensitivity.int8_nodes(onnx.load(str(Path(work) / "all.onnx"), load_external_data=False).graph)
                     choice = sensitivity.choose(nodes, quantize, added_error, baseline, Path(work), budget=budget,
                                                 always_float=tuple(_edge_convolutions(graph, KEEP_EDGE_CONVS)),
+                                                measure_nodes=_weight_bytes(source / component) <= SENSITIVITY_MAX_BYTES,
                                                 progress=lambda line, c=component: log.info("%s: %s", c, line))
                     floats[component] = choice.to_manifest()
                     if not choice.within_budget:  # int8 cannot keep this network's quality: it stays fp32
-                        log.warning("%s stays fp32: int8 adds %.3g to its error even with %d nodes float (budget %.3g)",
-                                    component, choice.mixed_mse, len(choice.float_nodes), budget * baseline)
+                        log.warning("%s stays fp32: int8 adds %.3g to its error even with %d nodes float (budget %.3g)%s",
+                                    component, choice.mixed_mse, len(choice.float_nodes), budget * baseline,
+                                    "" if choice.sensitivity else "; too large for a pass per node: --keep-edges 1 makes it int8 anyway")
                         floats[component]["kept_fp32"] = True
                         shutil.copytree(source / component, target_dir, dirs_exist_ok=True)
                         continue

@@ -67,10 +67,11 @@ def int8_nodes(graph) -> list[tuple[str, str]]:
 
 def choose(nodes: list[tuple[str, str]], quantize: Callable[[Path, list | None, list], None], added_error: Callable[[Path], float],
            baseline_mse: float, folder: Path, *, always_float: tuple[str, ...] = (), budget: float = FLOAT_BUDGET,
-           max_share: float = MAX_FLOAT_SHARE, progress: Callable[[str], None] | None = None) -> Choice:
+           max_share: float = MAX_FLOAT_SHARE, measure_nodes: bool = True, progress: Callable[[str], None] | None = None) -> Choice:
     """quantize(target, nodes_to_quantize or None for all, nodes_to_exclude) writes a model;
     added_error(path) measures what it adds to the network's error (may be below 0). Models are written under `folder`.
-    The Choice's float_nodes include always_float."""
+    The Choice's float_nodes include always_float. measure_nodes False stops after the first try (a network
+    too large for a pass per node): a miss is then within_budget False."""
     always_float = tuple(always_float)
     if not nodes:
         return Choice(always_float, baseline_mse, 0.0, 0.0, budget, (), True)
@@ -89,8 +90,8 @@ def choose(nodes: list[tuple[str, str]], quantize: Callable[[Path, list | None, 
     errors = {0: measured("float-0", exclude=always_float)}
     if progress:
         progress(f"int8 but {len(always_float)} edge nodes: added {errors[0]:.3g} (limit {limit:.3g}, baseline {baseline_mse:.3g})")
-    if errors[0] <= limit:
-        return Choice(always_float, baseline_mse, errors[0], errors[0], budget, (), True)
+    if errors[0] <= limit or not measure_nodes:
+        return Choice(always_float, baseline_mse, errors[0], errors[0], budget, (), errors[0] <= limit)
     rows = []
     candidates = [(name, op_type) for name, op_type in nodes if name not in always_float]
     for i, (name, op_type) in enumerate(candidates):

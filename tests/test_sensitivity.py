@@ -60,6 +60,12 @@ def test_edges_first_and_sensitivity_only_when_they_miss(tmp_path):
     assert {row[0] for row in more.sensitivity} == {name for name, _ in NODES} - set(edges)  # the edges are not measured
 
 
+def test_a_network_too_large_for_a_pass_per_node_stops_after_the_edges(tmp_path):
+    fake = FakeQuantizer()
+    choice = choose(NODES, fake.quantize, fake.added_error, 100.0, tmp_path, always_float=("Conv_0",), budget=0.02, measure_nodes=False)
+    assert choice.float_nodes == ("Conv_0",) and not choice.within_budget and choice.sensitivity == () and fake.calls == 1
+
+
 def test_budget_missed_at_the_cap_is_reported(tmp_path, caplog):
     fake = FakeQuantizer()
     choice = choose(NODES, fake.quantize, fake.added_error, 10.0, tmp_path, budget=0.01, max_share=0.2)
