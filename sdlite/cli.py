@@ -428,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        f"{AUTO_MODEL}: the bundle in models/ best at each image's rate. decompress: default the "
                                        "decoder the stream names, or one trained for the codec (taesd-codec), or its space's default")
         p.add_argument("--providers", nargs="+", help="onnxruntime providers, by name or alias: cpu, cuda, openvino (pip install "
-                                                        "'sdlite[openvino]'; Intel CPUs), e.g. --providers openvino (default: CUDA if available, else CPU)")
+                                                        "'sdlite[openvino]'; Intel CPUs; openvino:f32 for the CPU provider's pixels, "
+                                                        "default precision auto: bf16 on AMX), e.g. --providers openvino "
+                                                        "(default: CUDA if available, else CPU)")
         p.add_argument("--threads", type=int, help="intra-op threads for onnxruntime")
         out = p.add_mutually_exclusive_group()
         out.add_argument("-o", "--output", help="output file (one input only)")

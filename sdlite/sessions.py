@@ -23,7 +23,8 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 OPENVINO = "OpenVINOExecutionProvider"
 PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA, "openvino": OPENVINO}
-"""Short names accepted wherever providers are (any case): `--providers openvino`."""
+"""Short names accepted wherever providers are (any case): `--providers openvino`; `openvino:f32` (any of
+OPENVINO_PRECISIONS after the colon) is ("OpenVINOExecutionProvider", {"precision": "f32"})."""
 
 OPENVINO_PRECISIONS = ("auto", "f32", "bf16", "f16")
 OPENVINO_DEFAULTS = {"precision": "auto"}
@@ -67,6 +68,11 @@ def _spelled_out(provider):
         return (_spelled_out(provider[0]), provider[1])
     if not isinstance(provider, str):
         raise OptionError(f"providers are names or (name, options) pairs, got {provider!r}")
+    stem, colon, precision = provider.partition(":")
+    if colon and PROVIDER_ALIASES.get(stem.lower(), stem) == OPENVINO:  # "openvino:f32", for the command line
+        if precision.lower() not in OPENVINO_PRECISIONS:
+            raise OptionError(f"unknown OpenVINO precision {precision!r} in {provider!r}; choose one of: {', '.join(OPENVINO_PRECISIONS)}")
+        return (OPENVINO, {"precision": precision.lower()})
     name = PROVIDER_ALIASES.get(provider.lower(), provider)
     known = set(ort.get_all_providers()) | {OPENVINO}
     if name not in known:

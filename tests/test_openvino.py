@@ -25,6 +25,11 @@ def test_providers_by_alias_or_name():
     assert sessions.resolve_providers(["OpenVINO", "CPU"]) == [sessions.OPENVINO, sessions.CPU]
     assert sessions.resolve_providers(("openvino", {"precision": "f32"})) == [(sessions.OPENVINO, {"precision": "f32"})]
     assert sessions.resolve_providers(["CUDAExecutionProvider", "cpu"]) == [sessions.CUDA, sessions.CPU]
+    assert sessions.resolve_providers(["openvino:F32", "cpu"]) == [(sessions.OPENVINO, {"precision": "f32"}), sessions.CPU]
+    with pytest.raises(OptionError, match="unknown OpenVINO precision 'int4' in 'openvino:int4'; choose one of: auto, f32, bf16, f16"):
+        sessions.resolve_providers("openvino:int4")
+    with pytest.raises(OptionError, match="unknown provider 'cpu:f32'"):
+        sessions.resolve_providers("cpu:f32")
     with pytest.raises(OptionError, match="unknown provider 'tpu'; choose one of: cpu, cuda, openvino"):
         sessions.resolve_providers(["tpu"])
     with pytest.raises(OptionError, match=r"\(name, dict\) pair"):
