@@ -261,7 +261,7 @@ def session_options(threads: int | None = None, settings: dict | None = None):
 
 def create_session(path: str, providers=None, *, threads: int | None = None, strict: bool = False, settings: dict | None = None,
                    model_bytes: bytes | None = None):
-    """A new InferenceSession; warns (or raises when strict) if a requested CUDA provider did not attach.
+    """A new InferenceSession; warns (or raises when strict) if a requested CUDA or OpenVINO provider did not attach.
     settings: overrides of default_settings(path), e.g. {"cpu_mem_arena": True}. model_bytes: a graph derived
     from the file at path (sdlite.split), run instead of it."""
     import onnxruntime as ort
