@@ -57,8 +57,8 @@ CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy"
 DEFAULT_CALIBRATION = "minmax"
 
 
-def _calibration_images(folder: Path, count: int) -> list[np.ndarray]:
-    """Up to `count` photos from `folder` and its subfolders, evenly spread over their sorted names (a folder
+def _calibration_images(folder: Path, count: int) -> tuple[list[np.ndarray], list[str]]:
+    """(crops, their files relative to `folder`): up to `count` photos from `folder` and its subfolders, evenly spread over their sorted names (a folder
     of wallpapers sorted by theme gives every theme), each scaled so its shorter side is twice
     CALIBRATION_SIDE (a huge photo's centre is otherwise one flat patch) and centre-cropped to a square."""
     from PIL import Image
@@ -81,7 +81,7 @@ def _calibration_images(folder: Path, count: int) -> list[np.ndarray]:
         side = min(CALIBRATION_SIDE, rgb.shape[0] // 8 * 8, rgb.shape[1] // 8 * 8)
         top, left = (rgb.shape[0] - side) // 2, (rgb.shape[1] - side) // 2
         crops.append(sd_images.to_tensor(np.ascontiguousarray(rgb[top : top + side, left : left + side])))
-    return crops
+    return crops, [path.relative_to(folder).as_posix() for path in picked]
 
 
 class _Reader:
@@ -220,9 +220,10 @@ def _judge(component: str, model, crops: list[np.ndarray], feeds: list[dict]):
     return baseline, added_error
 
 
-def _manifest(info, components_done: list[str], folder: Path, calibration: int, source_path: Path, floats: dict,
+def _manifest(info, components_done: list[str], folder: Path, calibration: list[str], source_path: Path, floats: dict,
               calibration_method: str = DEFAULT_CALIBRATION) -> dict:
-    """floats: component -> what stayed float in it and why (the rule, its measurements)."""
+    """calibration: the calibration photos, relative to the folder given; floats: component -> what stayed
+    float in it and why (the rule, its measurements)."""
     from sdlite import manifest as manifests
 
     old = dict(info.manifest or {})
@@ -253,7 +254,8 @@ def _manifest(info, components_done: list[str], folder: Path, calibration: int, 
         "latent_channels": info.latent_channels,
         "downsample_factor": info.downsample_factor,
         "quantization": {"method": QUANTIZATION, "components": sorted(set(components_done) | set(earlier.get("components", []))),
-                         "calibration_images": calibration, "calibration_side": CALIBRATION_SIDE, "calibration_method": calibration_method,
+                         "calibration_images": len(calibration), "calibration_files": calibration,
+                         "calibration_side": CALIBRATION_SIDE, "calibration_method": calibration_method,
                          "float": {**(earlier.get("float") or {}), **floats},
                          "derived_from": earlier.get("derived_from", info.model_id), "source": earlier.get("source", str(source_path))},
     }
@@ -292,7 +294,7 @@ def quantize_bundle(bundle, output, *, images, components=None, max_images: int 
     output = Path(output)
     if output.exists() and not force:
         raise ExportError(f"{output} already exists; pass --force (force=True) to replace it")
-    crops = _calibration_images(Path(images), max_images)
+    crops, calibration_files = _calibration_images(Path(images), max_images)
     floats: dict = {}
     done: list[str] = []  # components that became int8 (a network int8 cannot keep stays fp32)
     model = Model(source, providers=["CPUExecutionProvider"])
@@ -342,7 +344,7 @@ def quantize_bundle(bundle, output, *, images, components=None, max_images: int 
         if not done and not (info.manifest or {}).get("quantization"):
             raise ExportError(f"int8 cannot keep the quality of any of {', '.join(wanted)} within budget {budget} "
                               f"(see the log); the fp32 bundle {source} is the one to use, or raise --budget")
-        manifest = _manifest(info, done, staging, len(crops), source.resolve(), floats, calibration)
+        manifest = _manifest(info, done, staging, calibration_files, source.resolve(), floats, calibration)
         seal(staging)
         install(staging, output, force=force)
     finally:

@@ -37,6 +37,7 @@ def test_tiny_bundle_quantized_whole(tiny_bundle, calibration, tmp_path, photo):
     fp32 = json.loads((tiny_bundle / "manifest.json").read_text())
     assert manifest["quantization"]["method"] == "int8-static-qdq" and manifest["quantization"]["derived_from"] == fp32["model_id"]
     assert sorted(manifest["quantization"]["components"]) == ["unet", "vae_decoder", "vae_encoder"]
+    assert manifest["quantization"]["calibration_files"] == ["c0.png", "c1.png", "c2.png"]
     assert all(entry["dtype"] == "int8" for entry in manifest["components"].values())
     model = sdlite.load_model(tmp_path / "int8")
     assert model.info.quantization["method"] == "int8-static-qdq" and model.model_id != fp32["model_id"]
