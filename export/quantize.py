@@ -361,7 +361,8 @@ def main(argv=None) -> int:
     parser.add_argument("--components", nargs="+", choices=["vae_encoder", "vae_decoder", "unet"], help="components to quantize (default: all present)")
     parser.add_argument("--keep-edges", type=int, default=None, metavar="N",
                         help="keep the first and last N convolutions of every network float and measure nothing (default: "
-                             "measure each node's sensitivity and keep the fewest float within --budget)")
+                             "the first and last float when that is within --budget, else also the fewest most sensitive "
+                             "nodes, else the network stays fp32)")
     parser.add_argument("--budget", type=float, default=FLOAT_BUDGET, metavar="SHARE",
                         help="added pixel error the int8 VAE networks may cost, as a share of the fp32 round trip's error "
                              "on the calibration crops (default %(default)s)")
