@@ -25,20 +25,12 @@ CATEGORIES = ("networks", "codec maths", "image I/O")
 # (category, a piece of the file name, function name): the cumulative time of these calls makes the category
 ENTRIES = (
     ("networks", "onnxruntime_inference_collection.py", "run"),
-    ("codec maths", "sdlite/methods/", "encode"),
-    ("codec maths", "sdlite/methods/", "decode"),
+    *(("codec maths", "sdlite/methods/", name) for name in ("encode", "decode")),
     ("codec maths", "sdlite/resolution.py", "choose_scale"),
-    ("codec maths", "sdlite/bitstream.py", "pack"),
-    ("codec maths", "sdlite/bitstream.py", "unpack"),
-    ("image I/O", "sdlite/images.py", "load_rgb"),
-    ("image I/O", "sdlite/images.py", "to_tensor"),
-    ("image I/O", "sdlite/images.py", "to_image"),
-    ("image I/O", "sdlite/images.py", "resize"),
-    ("image I/O", "sdlite/images.py", "resize_image"),
-    ("image I/O", "sdlite/images.py", "pad_to_multiple"),
+    *(("codec maths", "sdlite/bitstream.py", name) for name in ("pack", "unpack")),
+    *(("image I/O", "sdlite/images.py", name) for name in ("load_rgb", "to_tensor", "to_image", "resize", "resize_image", "pad_to_multiple")),
     ("image I/O", "PIL/Image.py", "save"),
 )
-
 
 def _category(function) -> str | None:
     filename, _, name = function

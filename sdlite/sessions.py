@@ -272,7 +272,8 @@ def create_session(path: str, providers=None, *, threads: int | None = None, str
     model = model_bytes if model_bytes is not None else str(path)
     names = [_provider_name(p) for p in wanted]
     if OPENVINO in names:
-        chosen = openvino_options(dict(wanted[names.index(OPENVINO)][1]) if isinstance(wanted[names.index(OPENVINO)], tuple) else None, threads)
+        entry = wanted[names.index(OPENVINO)]
+        chosen = openvino_options(dict(entry[1]) if isinstance(entry, tuple) else None, threads)
         if not _openvino_devices and OPENVINO in ort.get_available_providers():  # built in (onnxruntime-openvino), no plugin
             wanted = [(OPENVINO, {"device_type": "CPU", **chosen}) if n == OPENVINO else p for n, p in zip(names, wanted)]
         else:  # the plugin package: devices are added to the options, the CPU provider is the fallback
