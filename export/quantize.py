@@ -41,11 +41,13 @@ import numpy as np
 from . import sensitivity
 from .cli_support import run_task
 from .errors import ExportError
+from sdlite.errors import SdliteError
 
 log = logging.getLogger("export")
 
 CALIBRATION_SIDE = 256
 MAX_CALIBRATION_IMAGES = 16
+CALIBRATION_MAX_PIXELS = 1 << 26  # 67 MP: an 8K photo is 33 MP; a larger claim is refused before decoding
 UNET_CALIBRATION_TIMESTEP = 40  # the decoder's default denoising level (strength 0.04)
 QUANTIZATION = "int8-static-qdq"
 # The per-node pass quantizes and evaluates the network once per node: minutes for the 5 MB TAE networks,
@@ -58,9 +60,10 @@ DEFAULT_CALIBRATION = "minmax"
 
 
 def _calibration_images(folder: Path, count: int) -> tuple[list[np.ndarray], list[str]]:
-    """(crops, their files relative to `folder`): up to `count` photos from `folder` and its subfolders, evenly spread over their sorted names (a folder
+    """(crops, their files relative to `folder`): up to `count` readable photos from `folder` and its subfolders, evenly spread over their sorted names (a folder
     of wallpapers sorted by theme gives every theme), each scaled so its shorter side is twice
-    CALIBRATION_SIDE (a huge photo's centre is otherwise one flat patch) and centre-cropped to a square."""
+    CALIBRATION_SIDE (a huge photo's centre is otherwise one flat patch) and centre-cropped to a square. A
+    file that does not decode, or claims more than CALIBRATION_MAX_PIXELS, is skipped with a warning."""
     from PIL import Image
 
     from sdlite import images as sd_images
@@ -70,9 +73,13 @@ def _calibration_images(folder: Path, count: int) -> tuple[list[np.ndarray], lis
     if not paths:
         raise ExportError(f"no calibration images in {folder}: give a folder of a few photos (png, jpg, webp ...)")
     picked = [paths[round(i * (len(paths) - 1) / max(1, count - 1))] for i in range(min(count, len(paths)))] if len(paths) > count else paths
-    crops = []
+    crops, used = [], []
     for path in picked:
-        rgb = sd_images.load_rgb(path, max_pixels=None)
+        try:
+            rgb = sd_images.load_rgb(path, max_pixels=CALIBRATION_MAX_PIXELS)
+        except SdliteError as exc:  # one bad file in a folder of photos: said, and the others calibrate
+            log.warning("calibration image %s skipped: %s", path, exc)
+            continue
         shorter = min(rgb.shape[:2])
         if shorter > 2 * CALIBRATION_SIDE:
             scale = 2 * CALIBRATION_SIDE / shorter
@@ -81,7 +88,10 @@ def _calibration_images(folder: Path, count: int) -> tuple[list[np.ndarray], lis
         side = min(CALIBRATION_SIDE, rgb.shape[0] // 8 * 8, rgb.shape[1] // 8 * 8)
         top, left = (rgb.shape[0] - side) // 2, (rgb.shape[1] - side) // 2
         crops.append(sd_images.to_tensor(np.ascontiguousarray(rgb[top : top + side, left : left + side])))
-    return crops, [path.relative_to(folder).as_posix() for path in picked]
+        used.append(path.relative_to(folder).as_posix())
+    if not crops:
+        raise ExportError(f"none of the {len(picked)} calibration images in {folder} could be read (see the warnings)")
+    return crops, used
 
 
 class _Reader:

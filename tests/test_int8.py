@@ -2,6 +2,7 @@
 bounded quality loss, on the tiny bundle and on the real TAESD."""
 
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -134,6 +135,26 @@ def test_int8_taesd_loses_little(calibration, kodak, tmp_path):
     data = sdlite.compress(rgb, model=fp32)  # an fp32 stream reads with the int8 decoder of the same space
     with pytest.warns(RuntimeWarning, match="another decoder"):
         assert sdlite.decompress(data, model=int8, decoder_mismatch="allow").size == (768, 512)
+
+
+def test_calibration_skips_what_does_not_decode(tmp_path, caplog):
+    """A truncated file and a header claiming 100,000 x 100,000 pixels among the photos are skipped, said
+    and left out of the record; a folder of nothing else is an error."""
+    from export import ExportError
+    from export.quantize import _calibration_images
+
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(np.full((64, 96, 3), 120, np.uint8)).save(tmp_path / "good.png")
+    good = (tmp_path / "good.png").read_bytes()
+    (tmp_path / "sub" / "truncated.png").write_bytes(good[:60])
+    header = (100000).to_bytes(4, "big") * 2 + good[24:29]  # the IHDR chunk's data, claiming 100000 x 100000, its CRC valid
+    (tmp_path / "sub" / "huge.png").write_bytes(good[:16] + header + zlib.crc32(b"IHDR" + header).to_bytes(4, "big") + good[33:])
+    crops, files = _calibration_images(tmp_path, 16)
+    assert files == ["good.png"] and len(crops) == 1
+    assert "truncated.png skipped" in caplog.text and "huge.png skipped" in caplog.text and "10000000000" in caplog.text
+    (tmp_path / "good.png").unlink()
+    with pytest.raises(ExportError, match="none of the 2 calibration images"):
+        _calibration_images(tmp_path, 16)
 
 
 def test_quantize_errors_name_the_problem(tiny_bundle, tmp_path):
