@@ -31,6 +31,8 @@ log = logging.getLogger("export")
 # smoother than the ones the codec will see make int8 look costlier: on the 256-pixel wallpaper and
 # scikit-image crops used here, int8 with float edges added 10.9 % to TAESD's decoder error and 65 % to
 # TAESD3's, but on Kodak 1.6 % (0.07 dB) and 15 % (0.60 dB). 0.15 keeps the first and refuses the second.
+# It does not hold everywhere: VAElight's crops estimate its int8 cost about right (9 %), and the budget lets
+# its -0.34 dB through (BENCHMARKS.md).
 FLOAT_BUDGET = 0.15
 # Past a fifth of the nodes float, int8 buys little speed (measured, Intel Xeon AMX, 768x512 decoders: TAESD
 # with 19 of 52 nodes float 1.2x fp32; TAESD3 with 5 of 38 float 1.6x, 10 float 1.5x, 20 float 1.1x).
