@@ -328,9 +328,8 @@ def quantize_bundle(bundle, output, *, images, components=None, max_images: int 
                 graph, quantize = _quantizer(source / info.component_files[component], Path(work), feeds, large=large, calibration=calibration)
                 if keep_edges is None and component != "unet" and "vae_decoder" in info.components:
                     baseline, added_error = _judge(component, model, crops, feeds)
-                    quantize(Path(work) / "all.onnx", None, [])
-                    nodes = sensitivity.int8_nodes(onnx.load(str(Path(work) / "all.onnx"), load_external_data=False).graph)
-                    choice = sensitivity.choose(nodes, quantize, added_error, baseline, Path(work), budget=budget,
+                    choice = sensitivity.choose(quantize, added_error, baseline, Path(work), budget=budget,
+                                                nodes_of=lambda path: sensitivity.int8_nodes(onnx.load(str(path), load_external_data=False).graph),
                                                 always_float=tuple(_edge_convolutions(graph, KEEP_EDGE_CONVS)),
                                                 measure_nodes=_weight_bytes(source / component) <= SENSITIVITY_MAX_BYTES,
                                                 progress=lambda line, c=component: log.info("%s: %s", c, line))
@@ -342,12 +341,15 @@ def quantize_bundle(bundle, output, *, images, components=None, max_images: int 
                         floats[component]["kept_fp32"] = True
                         shutil.copytree(source / component, target_dir, dirs_exist_ok=True)
                         continue
-                    float_nodes = list(choice.float_nodes)
+                    if large:  # its weights lie in an external file named for the trial model: write it afresh
+                        quantize(target_dir / "model.onnx", None, list(choice.float_nodes))
+                    else:
+                        shutil.move(choice.model, target_dir / "model.onnx")  # as measured: not quantized twice
                 else:
                     edges = KEEP_EDGE_CONVS if keep_edges is None else keep_edges
                     float_nodes = _edge_convolutions(graph, edges)
                     floats[component] = {"rule": "edges", "edge_convolutions": edges, "float_nodes": float_nodes}
-                quantize(target_dir / "model.onnx", None, float_nodes)
+                    quantize(target_dir / "model.onnx", None, float_nodes)
                 done.append(component)
             if progress:
                 progress(component, "done", time.perf_counter() - started)

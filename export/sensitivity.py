@@ -50,6 +50,7 @@ class Choice:
     budget: float
     sensitivity: tuple[tuple[str, str, float], ...]  # (node, op type, added MSE alone), worst first
     within_budget: bool
+    model: Path | None = None  # the chosen network as written by quantize (not in the manifest)
 
     def to_manifest(self) -> dict:
         return {"rule": "sensitivity", "budget": self.budget, "float_nodes": list(self.float_nodes),
@@ -67,35 +68,48 @@ def int8_nodes(graph) -> list[tuple[str, str]]:
             if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and dequantized.intersection(node.input)]
 
 
-def choose(nodes: list[tuple[str, str]], quantize: Callable[[Path, list | None, list], None], added_error: Callable[[Path], float],
-           baseline_mse: float, folder: Path, *, always_float: tuple[str, ...] = (), budget: float = FLOAT_BUDGET,
-           max_share: float = MAX_FLOAT_SHARE, measure_nodes: bool = True, progress: Callable[[str], None] | None = None) -> Choice:
+def choose(quantize: Callable[[Path, list | None, list], None], added_error: Callable[[Path], float], baseline_mse: float,
+           folder: Path, *, nodes_of: Callable[[Path], list[tuple[str, str]]], always_float: tuple[str, ...] = (),
+           budget: float = FLOAT_BUDGET, max_share: float = MAX_FLOAT_SHARE, measure_nodes: bool = True,
+           progress: Callable[[str], None] | None = None) -> Choice:
     """quantize(target, nodes_to_quantize or None for all, nodes_to_exclude) writes a model;
-    added_error(path) measures what it adds to the network's error (may be below 0). Models are written under `folder`.
-    The Choice's float_nodes include always_float. measure_nodes False stops after the first try (a network
-    too large for a pass per node): a miss is then within_budget False."""
+    added_error(path) measures what it adds to the network's error (may be below 0); nodes_of(path) lists a
+    written model's int8 nodes (int8_nodes of its graph): read from the first model (int8 but always_float),
+    they are the candidates, so no model is quantized only to be listed. Models are written under `folder`;
+    the chosen one stays there (Choice.model: the caller installs it rather than quantizing it again), the
+    others are removed. The Choice's float_nodes include always_float. measure_nodes False stops after the
+    first try (a network too large for a pass per node): a miss is then within_budget False."""
     always_float = tuple(always_float)
-    if not nodes:
-        return Choice(always_float, baseline_mse, 0.0, 0.0, budget, (), True)
     if budget <= 0:
         raise ValueError(f"budget must be > 0, got {budget}")
+    kept: dict[int, Path] = {}  # float-k models, k nodes float besides always_float
 
-    def measured(tag: str, only=None, exclude=()) -> float:
+    def measured(tag: str, only=None, exclude=(), keep: int | None = None) -> float:
         path = folder / f"{tag}.onnx"
         quantize(path, only, list(exclude))
         try:
             return added_error(path)
         finally:
-            path.unlink(missing_ok=True)
+            if keep is None:
+                path.unlink(missing_ok=True)
+            else:
+                kept[keep] = path
+
+    def chosen(k: int, *rest) -> Choice:
+        for other, path in kept.items():
+            if other != k:
+                path.unlink(missing_ok=True)
+        return Choice((*always_float, *ranked[:k]), baseline_mse, errors[0], errors[k], budget, *rest, model=kept[k])
 
     limit = budget * baseline_mse
-    errors = {0: measured("float-0", exclude=always_float)}
+    ranked: list[str] = []
+    errors = {0: measured("float-0", exclude=always_float, keep=0)}
+    candidates = [(name, op_type) for name, op_type in nodes_of(kept[0]) if name not in always_float]
     if progress:
         progress(f"int8 but {len(always_float)} edge nodes: added {errors[0]:.3g} (limit {limit:.3g}, baseline {baseline_mse:.3g})")
-    if errors[0] <= limit or not measure_nodes:
-        return Choice(always_float, baseline_mse, errors[0], errors[0], budget, (), errors[0] <= limit)
+    if errors[0] <= limit or not measure_nodes or not candidates:
+        return chosen(0, (), errors[0] <= limit)
     rows = []
-    candidates = [(name, op_type) for name, op_type in nodes if name not in always_float]
     for i, (name, op_type) in enumerate(candidates):
         rows.append((name, op_type, measured(f"one-{i}", only=[name])))
         if progress:
@@ -105,20 +119,21 @@ def choose(nodes: list[tuple[str, str]], quantize: Callable[[Path, list | None, 
 
     def error_with(k: int) -> float:
         if k not in errors:
-            errors[k] = measured(f"float-{k}", exclude=[*always_float, *ranked[:k]])
+            errors[k] = measured(f"float-{k}", exclude=[*always_float, *ranked[:k]], keep=k)
             if progress:
                 progress(f"{k} float besides the edges: added {errors[k]:.3g} (limit {limit:.3g})")
         return errors[k]
 
-    most = max(0, int(len(nodes) * max_share) - len(always_float))
+    nodes = len(candidates) + len(always_float)
+    most = max(0, int(nodes * max_share) - len(always_float))
     if error_with(most) > limit:
         k = most
         log.warning("int8 misses its budget even with %d of %d nodes float (added %.3g > %.3g)",
-                    most + len(always_float), len(nodes), errors[most], limit)
+                    most + len(always_float), nodes, errors[most], limit)
     else:
         low, high = 0, most  # error_with(low) > limit >= error_with(high)
         while high - low > 1:
             middle = (low + high) // 2
             low, high = (middle, high) if error_with(middle) > limit else (low, middle)
         k = high
-    return Choice((*always_float, *ranked[:k]), baseline_mse, errors[0], errors[k], budget, tuple(rows), errors[k] <= limit)
+    return chosen(k, tuple(rows), errors[k] <= limit)
