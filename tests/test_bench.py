@@ -1,6 +1,7 @@
 """Benchmark harness: metrics, LPIPS, peer fitting, and smoke runs on the tiny bundle."""
 
 import json
+import os
 import pickle
 import re
 
@@ -345,3 +346,31 @@ def test_profile_and_batch_benchmarks_smoke(vaelight, tmp_path, photo):
     ways = batch.run([tmp_path / "a.png", tmp_path / "b.png"], model=vaelight.path, rounds=1, cores=2, out_dir=tmp_path / "out")
     assert [w["jobs"] for w in ways] == [1, 2] and all(w["images_per_second"] > 0 and w["bytes"] > 0 for w in ways)
     assert "images/s" in (tmp_path / "out" / "batch.md").read_text()
+
+
+def test_quality_default_decoder_rows_are_the_default_rules_pictures(taesd, kodak, tmp_path, monkeypatch):
+    """--decoder default: sdlite rows are decode(data) with no model, as a user with the bundle gets them (a trained
+    band at 0.1 bpp), measured apart from the own decoder's rows; the round trip stays the bundle's own."""
+    import sdlite
+    from bench import metrics as bench_metrics
+    from bench import quality
+
+    path = tmp_path / "crop.png"
+    Image.open(kodak / "kodim05.png").crop((256, 128, 512, 384)).save(path)
+    monkeypatch.setenv("SDLITE_MODELS_DIR", str(tmp_path / "no-models"))  # the stream's own decoder is only where run() puts it
+    out = tmp_path / "out"
+    kwargs = dict(model=taesd.path, out_dir=out, sweep_bpp=[0.1], palette_fractions=[], efforts=(1,), with_peers=False, crops=False,
+                  progress=False)
+    own = {(r["codec"], r["setting"]): r for r in quality.run([path], **kwargs)}
+    default = {(r["codec"], r["setting"]): r for r in quality.run([path], decoder="default", **kwargs)}
+    assert os.environ["SDLITE_MODELS_DIR"] == str(tmp_path / "no-models")  # restored
+    key = (quality.ENTROPY, "0.1bpp")
+    assert default[key]["bytes"] == own[key]["bytes"] and default[key]["psnr"] != own[key]["psnr"]
+    assert default[key]["fingerprint"] != own[key]["fingerprint"]
+    assert default[(quality.CEILING, "-")]["psnr"] == own[(quality.CEILING, "-")]["psnr"]
+    data = sdlite.compress(path, model=taesd, target_bytes=default[key]["budget"])
+    assert len(data) == default[key]["bytes"]
+    trained = np.asarray(sdlite.decompress(data, model="taesd-codec"))
+    assert default[key]["psnr"] == pytest.approx(bench_metrics.psnr(np.asarray(Image.open(path)), trained))
+    with pytest.raises(ValueError, match="choose one of own, default"):
+        quality.run([path], decoder="trained", **kwargs)
