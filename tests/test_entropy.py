@@ -171,3 +171,48 @@ def test_crafted_huge_alphabets_are_refused_before_building_tables():
     header = bs.Header(methods.ENTROPY, MODEL_ID, 512, 512, z.shape, params=zlib.compress(bytes(raw)))
     with pytest.raises(BitstreamError, match="decoding work, over the limit"):
         decompress_latents(bs.pack(header, coder.encode_payload(plan)))
+
+
+@pytest.mark.parametrize("channels", [4, 16, 32])
+def test_target_search_needs_few_plans_and_lands_in_the_window(channels, monkeypatch):
+    """The size model proposes the steps: a target of a few kB costs at most 3 Plans (regula falsi from
+    quality 50's step built 4-8 on these latents and on Kodak's) and lands in [_SEARCH_STOP, 1] of the budget;
+    near the smallest stream (sizes flat in the step) it still ends within the target's tolerance."""
+    z = _latents((channels, 48, 64), seed=channels)
+    built = []
+    real = rate.plan_for_step
+    monkeypatch.setattr(rate, "plan_for_step", lambda *a, **k: built.append(a[1]) or real(*a, **k))
+    smallest = real(z, rate.STEP_SEARCH_COARSEST).estimated_bytes()
+    largest = real(z, rate.STEP_SEARCH_FINEST).estimated_bytes()
+    for fraction in (0.05, 0.1, 0.2, 0.4, 0.7):
+        budget = int(smallest + fraction * (largest - smallest))
+        built.clear()
+        plan = rate.search_budget(z, budget)
+        assert rate._SEARCH_STOP * budget <= plan.estimated_bytes() <= budget
+        assert len(built) <= 3, (fraction, built)
+    for fraction in (0.002, 0.01):
+        budget = int(smallest + fraction * (largest - smallest))
+        plan = rate.search_budget(z, budget)
+        assert (1 - rate.TARGET_TOLERANCE) * budget <= plan.estimated_bytes() <= budget
+
+
+def test_size_model_follows_the_plans_size():
+    z = _latents((16, 32, 48), seed=5)
+    model = rate._size_model(z)
+    for step in (0.1, 0.4, 1.6, 6.4):
+        ratio = np.exp(model(np.log(step))) / entropy.plan_for_step(z, step).estimated_bytes()
+        assert 0.7 < ratio < 1.3, (step, ratio)
+    assert model(np.log(0.1)) > model(np.log(0.4)) > model(np.log(1.6)) > model(np.log(6.4))
+
+
+def test_entropy_bits_agree_for_narrow_and_wide_rows():
+    rng = np.random.default_rng(0)
+    narrow = rng.integers(-3, 4, (5, 200))
+    wide = narrow.copy()
+    wide[0, 0] = 10**6  # one far value: the sorted-runs path
+    for symbols in (narrow, wide):
+        expected = []
+        for row in symbols:
+            counts = np.unique(row, return_counts=True)[1]
+            expected.append(-(counts * np.log2(counts / row.size)).sum())
+        assert rate._entropy_bits(symbols) == pytest.approx(expected)
