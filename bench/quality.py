@@ -517,8 +517,8 @@ def _plot_spaces(summaries: dict[str, list[dict]], peer_names: list[str], path: 
         axis.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7, ncol=2)
     count = len(summaries)
-    decoded_by = "" if decoder == "own" else " (streams decoded by the default rule: decoders trained for the codec where they have a band)"
-    figure.suptitle(f"sdlite with {count} TAE decoders{decoded_by}, Kodak kodim01-12; black markers: published, not measured here", fontsize=10)
+    decoded_by = "" if decoder == "own" else "\nstreams decoded by the default rule: the decoders trained for the codec where they have a band"
+    figure.suptitle(f"sdlite with {count} TAE decoders, Kodak kodim01-12; black markers: published, not measured here{decoded_by}", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
