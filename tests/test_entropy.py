@@ -216,3 +216,19 @@ def test_entropy_bits_agree_for_narrow_and_wide_rows():
             counts = np.unique(row, return_counts=True)[1]
             expected.append(-(counts * np.log2(counts / row.size)).sum())
         assert rate._entropy_bits(symbols) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 2, 3), (4, 3, 5), (16, 2, 2)])
+def test_target_search_on_tiny_latents_fits_or_names_the_minimum(shape):
+    """Where sizes hardly move with the step (parameters dominate), every budget either fits or is refused
+    with the smallest stream named; the search never loops past its iterations or leaves the step range."""
+    z = _latents(shape, seed=sum(shape))
+    smallest = rate.plan_for_step(z, rate.STEP_SEARCH_COARSEST).estimated_bytes()
+    for budget in range(max(1, smallest - 3), smallest + 40, 3):
+        try:
+            plan = rate.search_budget(z, budget)
+        except OptionError as exc:
+            assert "smallest stream" in str(exc) and budget < smallest + 8
+            continue
+        assert plan.estimated_bytes() <= budget
+        assert rate.STEP_SEARCH_FINEST * transform.STEP_SCALE <= plan.step_q <= rate.STEP_SEARCH_COARSEST * transform.STEP_SCALE

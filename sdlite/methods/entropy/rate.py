@@ -172,7 +172,11 @@ def search_budget(latents: np.ndarray, budget: int, *, overhead: int = 0, **opti
         if not bracketed or len(points) < _MODEL_PLANS:
             x_new = _solve(_corrected(model, fixed, points, target), low, high)
             if _step_q(x_new) in tried and not bracketed:  # the model insists on a step that missed: a nudge
-                x_new = x + (_NUDGE if over is not None else -_NUDGE)
+                step_q = _step_q(x)
+                moved = step_q + (1 if over is not None else -1) * max(1, round(step_q * _NUDGE))
+                x_new = float(np.clip(np.log(max(moved, 1) / STEP_SCALE), finest, coarsest))
+                if _step_q(x_new) in tried:
+                    break  # pinned at an end of the step range
         if bracketed and (len(points) >= _MODEL_PLANS or _step_q(x_new) in tried or not low < x_new < high):
             x_new = over[0] - over[1] * (fits[0] - over[0]) / (fits[1] - over[1])
             if not low < x_new < high or _step_q(x_new) in tried:
@@ -186,7 +190,7 @@ def search_budget(latents: np.ndarray, budget: int, *, overhead: int = 0, **opti
 
 
 _MODEL_PLANS = 3  # Plans whose successor the size model proposes; regula falsi on real sizes after that
-_NUDGE = 0.02  # log step: 2 %, when the model proposes again a step that missed and nothing brackets the target
+_NUDGE = 0.02  # 2 % of the step (at least one unit), when the model proposes again a step that missed and nothing brackets the target
 
 
 def _corrected(model: Callable[[float], float], fixed: float, points: list[tuple[float, float]], target: float) -> Callable[[float], float]:
