@@ -17,7 +17,6 @@ the same run, so their ratios are comparable.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import numpy as np
 from sdlite import images, load_model
 
 from .metrics import psnr
+from .pipeline import best_of
 
 OPENVINO_ROWS = (("OpenVINO f32", {"precision": "f32"}), ("OpenVINO auto", {"precision": "auto"}))
 
@@ -63,15 +63,6 @@ class _TorchTiny:
             return self.net.decoder(self.torch.from_numpy(z)).numpy()
 
 
-def _best(call, repeats: int):
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = call()
-        best = min(best, time.perf_counter() - started)
-    return best, result
-
-
 def run(files, *, model: str, int8=(), openvino: bool = True, torch_folder: str | None = None, stage: str = "roundtrip",
         threads: int = 2, repeats: int = 2, lpips=None, out_dir: Path | None = None, progress=None) -> list[dict]:
     if stage not in ("roundtrip", "decoder"):
@@ -92,7 +83,7 @@ def run(files, *, model: str, int8=(), openvino: bool = True, torch_folder: str 
         work(0)  # warm-up: session creation, OpenVINO's compilation
         times, pictures = [], []
         for i, rgb in enumerate(photos):
-            seconds, out = _best(lambda: work(i), repeats)
+            seconds, out = best_of(lambda: work(i), repeats)
             times.append(seconds)
             pictures.append(np.asarray(images.to_image(out, rgb.shape[1], rgb.shape[0])))
         pictures_of[row["label"]] = pictures

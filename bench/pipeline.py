@@ -22,13 +22,18 @@ import numpy as np
 from sdlite import compress, decompress, images, load_model
 
 
-def _best(call, repeats: int) -> float:
-    times = []
+def best_of(call, repeats: int) -> tuple[float, object]:
+    """(the best time of `repeats` calls, the last call's result)."""
+    best, result = float("inf"), None
     for _ in range(repeats):
         t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        result = call()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def _best(call, repeats: int) -> float:
+    return best_of(call, repeats)[0]
 
 
 class _TimedSession:

@@ -12,14 +12,11 @@ N-bit latents as a lossless JPEG XL image (vaepack-style), at its own sizes.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import html
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -27,10 +24,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sdlite import DecoderNote, compress, decompress, images, load_model, registry
+from sdlite import DecoderNote, compress, decompress, images, load_model
 from sdlite.methods.entropy import DEFAULT_QUALITY
 
 from . import metrics, peers
+from .trained import models_folder_with
 
 log = logging.getLogger("bench")
 
@@ -87,23 +85,6 @@ def _trained_fingerprint(space: str) -> str:
     for band in trained.bands:
         digest.update(f"{band.name}:{band.min_step}:{band.max_step}\0".encode() + (band.path / "manifest.json").read_bytes())
     return digest.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _models_folder_with(bundle: Path):
-    """A models folder holding only `bundle`, as $SDLITE_MODELS_DIR while inside: the default rule then finds
-    the stream's own decoder as a user's would (they compressed with it), and nothing else."""
-    previous = os.environ.get(registry.ENV_MODELS_DIR)
-    with tempfile.TemporaryDirectory(prefix="sdlite-quality-") as folder:
-        (Path(folder) / bundle.name).symlink_to(bundle.resolve())
-        os.environ[registry.ENV_MODELS_DIR] = folder
-        try:
-            yield
-        finally:
-            if previous is None:
-                os.environ.pop(registry.ENV_MODELS_DIR, None)
-            else:
-                os.environ[registry.ENV_MODELS_DIR] = previous
 
 
 class _Cache:
@@ -228,7 +209,7 @@ def run(image_paths, *, model, out_dir, sweep_bpp=None, palette_fractions=None, 
                 stats: dict = {}
                 data = compress(image, model=model, stats=stats, **options)
                 if trained:
-                    with _models_folder_with(model.path), warnings.catch_warnings():
+                    with models_folder_with(model.path), warnings.catch_warnings():
                         warnings.simplefilter("ignore", DecoderNote)
                         decoded = decompress(data)
                 else:

@@ -12,6 +12,7 @@ rates, to look at for invented texture.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 import sdlite
-from sdlite import bitstream, codec_decoders
+from sdlite import bitstream, codec_decoders, registry
 from sdlite.codec import stream_step
 
 from . import metrics
@@ -33,42 +34,57 @@ DEFAULT_BPP = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
 CROP = 256
 
 
+@contextlib.contextmanager
+def models_folder_with(bundle: Path):
+    """A models folder holding only `bundle`, as $SDLITE_MODELS_DIR while inside: the default rule then finds
+    the stream's own decoder as a user's would (they compressed with it), and nothing else."""
+    previous = os.environ.get(registry.ENV_MODELS_DIR)
+    with tempfile.TemporaryDirectory(prefix="sdlite-models-") as folder:
+        (Path(folder) / bundle.name).symlink_to(bundle.resolve())
+        os.environ[registry.ENV_MODELS_DIR] = folder
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(registry.ENV_MODELS_DIR, None)
+            else:
+                os.environ[registry.ENV_MODELS_DIR] = previous
+
+
 def run(files: list[Path], *, model: str, decoder_set: str, bpps=DEFAULT_BPP, out_dir: Path, crops: int = 2) -> str:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # The default rule finds the stream's own decoder as a user's would (they compressed with it, so it is in
     # their models folder or cache): the base bundle is put in a models folder of its own.
-    models = Path(tempfile.mkdtemp(prefix="sdlite-trained-"))
-    (models / "base").symlink_to(Path(model).resolve())
-    os.environ["SDLITE_MODELS_DIR"] = str(models)
-    base = sdlite.load_model(model)
-    trained = codec_decoders.shipped()[decoder_set]
-    alex, vgg = LPIPS(load_weights(None, "alexnet"), "alexnet"), LPIPS(load_weights(None, "vgg16"), "vgg16")
-    rows = []
-    started = time.perf_counter()
-    for index, path in enumerate(files):
-        original = np.asarray(Image.open(path).convert("RGB"))
-        for bpp in bpps:
-            data = sdlite.compress(original, model=base, target_bytes=int(bpp * original.shape[0] * original.shape[1] / 8))
-            header, _ = bitstream.unpack(data)
-            step = stream_step(header)
-            band = trained.band_for(step)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pictures = {"base": sdlite.decompress(data, model=base), "trained": sdlite.decompress(data, model=decoder_set),
-                            "default": sdlite.decompress(data)}
-            row = {"image": path.name, "bpp": bpp, "bytes": len(data), "real_bpp": 8 * len(data) / original.shape[0] / original.shape[1],
-                   "step": step, "band": band.name if band else None, "scale": header.scale / bitstream.SCALE_UNIT}
-            for name, picture in pictures.items():
-                pixels = np.asarray(picture)
-                row[name] = {"psnr": metrics.psnr(original, pixels), "lpips": alex(original, pixels), "lpips_vgg": vgg(original, pixels)}
-            rows.append(row)
-            if index < crops and bpp in bpps[:2]:
-                top, left = (original.shape[0] - CROP) // 2, (original.shape[1] - CROP) // 2
-                strip = [original] + [np.asarray(pictures[n]) for n in ("base", "default")]
-                tile = np.concatenate([a[top:top + CROP, left:left + CROP] for a in strip], axis=1)
-                Image.fromarray(tile).save(out_dir / f"crop-{path.stem}-{bpp:g}bpp.png")
-        print(f"{index + 1}/{len(files)} {path.name} {time.perf_counter() - started:.0f} s", flush=True)
+    with models_folder_with(Path(model)):
+        base = sdlite.load_model(model)
+        trained = codec_decoders.shipped()[decoder_set]
+        alex, vgg = LPIPS(load_weights(None, "alexnet"), "alexnet"), LPIPS(load_weights(None, "vgg16"), "vgg16")
+        rows = []
+        started = time.perf_counter()
+        for index, path in enumerate(files):
+            original = np.asarray(Image.open(path).convert("RGB"))
+            for bpp in bpps:
+                data = sdlite.compress(original, model=base, target_bytes=int(bpp * original.shape[0] * original.shape[1] / 8))
+                header, _ = bitstream.unpack(data)
+                step = stream_step(header)
+                band = trained.band_for(step)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pictures = {"base": sdlite.decompress(data, model=base), "trained": sdlite.decompress(data, model=decoder_set),
+                                "default": sdlite.decompress(data)}
+                row = {"image": path.name, "bpp": bpp, "bytes": len(data), "real_bpp": 8 * len(data) / original.shape[0] / original.shape[1],
+                       "step": step, "band": band.name if band else None, "scale": header.scale / bitstream.SCALE_UNIT}
+                for name, picture in pictures.items():
+                    pixels = np.asarray(picture)
+                    row[name] = {"psnr": metrics.psnr(original, pixels), "lpips": alex(original, pixels), "lpips_vgg": vgg(original, pixels)}
+                rows.append(row)
+                if index < crops and bpp in bpps[:2]:
+                    top, left = (original.shape[0] - CROP) // 2, (original.shape[1] - CROP) // 2
+                    strip = [original] + [np.asarray(pictures[n]) for n in ("base", "default")]
+                    tile = np.concatenate([a[top:top + CROP, left:left + CROP] for a in strip], axis=1)
+                    Image.fromarray(tile).save(out_dir / f"crop-{path.stem}-{bpp:g}bpp.png")
+            print(f"{index + 1}/{len(files)} {path.name} {time.perf_counter() - started:.0f} s", flush=True)
     (out_dir / "trained.json").write_text(json.dumps(rows, indent=1))
     text = report(rows, model=model, decoder_set=decoder_set)
     (out_dir / "trained.md").write_text(text + "\n")
