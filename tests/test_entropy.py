@@ -232,3 +232,12 @@ def test_target_search_on_tiny_latents_fits_or_names_the_minimum(shape):
             continue
         assert plan.estimated_bytes() <= budget
         assert rate.STEP_SEARCH_FINEST * transform.STEP_SCALE <= plan.step_q <= rate.STEP_SEARCH_COARSEST * transform.STEP_SCALE
+
+
+def test_target_search_on_huge_latents_is_a_clear_error():
+    """Latents no step can code (a hostile compress_latents input) under a target: one OptionError naming the
+    problem (the size model clips symbols as the Plan does, so its histograms stay bounded)."""
+    z = np.full((4, 16, 24), 1e6, np.float32)
+    z[:, ::2] *= -1
+    with pytest.raises(OptionError, match="too large to code"):
+        compress_latents(z, model_id=MODEL_ID, method="entropy", target_bytes=20000)
