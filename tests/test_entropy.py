@@ -241,3 +241,63 @@ def test_target_search_on_huge_latents_is_a_clear_error():
     z[:, ::2] *= -1
     with pytest.raises(OptionError, match="too large to code"):
         compress_latents(z, model_id=MODEL_ID, method="entropy", target_bytes=20000)
+
+
+def _decays_by_definition(residuals, fractions, bins, rmin, rmax):
+    """Every (base, slope) tried one by one: the ideal code length of a plane's residuals under the tables
+    of decay_bytes(base, slope), the first minimum in (base, slope) order."""
+    logs = np.log2(probability.residual_tables(np.arange(256), rmin, rmax))  # (256, FRACTIONS, alphabet)
+    chosen = []
+    for r, f, b in zip(residuals, fractions, bins):
+        best = None
+        for base in range(256):
+            for slope in range(probability.MAX_SLOPE + 1):
+                q = probability.decay_bytes(base, slope)[b]
+                bits = -float(np.sum(logs[q, f, r - rmin]))
+                if best is None or bits < best[2] - 1e-9 * abs(bits):
+                    best = (base, slope, bits)
+        chosen.append(best)
+    return chosen
+
+
+@pytest.mark.parametrize("spread", [0.0, 1.5, 40.0])
+def test_choose_decays_is_the_exhaustive_minimum(spread):
+    """The encoder's decay search (shifted slices of one padded row per bin) picks what trying every base and
+    slope picks, with the same code length, for peaked, ordinary and wide residuals; a plane with no
+    residual variation (spread 0) has many equal minima and gets the first."""
+    rng = np.random.default_rng(7)
+    planes, n = 3, 400
+    residuals = np.round(rng.laplace(0, spread, (planes, n))).astype(np.int64) if spread else np.zeros((planes, n), np.int64)
+    rmin, rmax = int(min(residuals.min(), -1)), int(max(residuals.max(), 1))
+    fractions = rng.integers(0, context.FRACTIONS, (planes, n))
+    bins = np.minimum(np.abs(residuals) // 2 + rng.integers(0, 2, (planes, n)), context.N_BINS - 1)  # busier bins, wider residuals
+    got = probability.choose_decays(residuals, fractions, bins, rmin, rmax)
+    want = _decays_by_definition(residuals, fractions, bins, rmin, rmax)
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=1e-9)
+
+
+@pytest.mark.parametrize("rows_at_once", [1, 37, 1 << 18])
+def test_decoding_in_runs_of_steps_gives_the_same_latents(monkeypatch, rows_at_once):
+    """The decoder makes its flat row indices for runs of whole coder steps (context.index_rows); however short
+    the runs (one row: every step alone, longer than the run), the latents are the Plan's exactly."""
+    z = _latents((6, 20, 28))
+    plan = entropy.plan_for_step(z, 0.4)
+    payload = coder.encode_payload(plan)
+    monkeypatch.setattr(context, "ROWS_AT_ONCE", rows_at_once)
+    decoded = entropy.decode(plan.params().pack(), payload, z.shape, bs.FORMAT_VERSION)
+    assert np.array_equal(decoded, _reconstruction_of(plan).astype(np.float32))
+
+
+def test_index_rows_covers_every_step_once(monkeypatch):
+    layout = context.layout(9, 13, context.BLOCK_SIDE)
+    plane_ids, positions, bounds = context.schedule(layout, [0, 1, 3])
+    for limit in (1, 50, 10**6):
+        monkeypatch.setattr(context, "ROWS_AT_ONCE", limit)
+        runs = list(context.index_rows(layout, plane_ids, positions, bounds))
+        assert [s for _, _, steps in runs for s in steps] == list(range(len(bounds) - 1))
+        for first, index, steps in runs:
+            assert first == bounds[steps[0]] and len(index.own) == bounds[steps[-1] + 1] - first
+            assert len(steps) == 1 or len(index.own) <= limit
+            stride = layout.zero + 1
+            assert np.array_equal(index.own, plane_ids[first:first + len(index.own)] * stride + positions[first:first + len(index.own)])

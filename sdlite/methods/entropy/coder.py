@@ -142,15 +142,19 @@ def decode_latents(params: Params, payload: bytes, shape: tuple[int, int, int]) 
             rmin = params.planes[first].rmin
             plane_ids, positions, bounds = context.schedule(layout, coded)
             chunk = max(1, CHUNK_ENTRIES // tables.shape[-1])
-            for step in range(len(bounds) - 1):
-                for start in range(bounds[step], bounds[step + 1], chunk):  # rows of one step are independent
-                    stop = min(start + chunk, bounds[step + 1])
-                    pid, pos = plane_ids[start:stop], positions[start:stop]
-                    feats = context.row_features(symbols, pid, pos, layout)
-                    below, fraction = context.row_predict(feats, weights[pid])
-                    bins = context.row_activity_bins(feats, residuals, pid, pos, layout)
-                    residuals[pid, pos] = reader.decode(tables[rows[pid, bins], fraction]) + rmin
-                    symbols[pid, pos] = np.clip(below + residuals[pid, pos], -context.SYMBOL_LIMIT, context.SYMBOL_LIMIT)
+            symbols_flat, residuals_flat = symbols.ravel(), residuals.ravel()  # views: writes land in symbols, residuals
+            for first_row, index, steps in context.index_rows(layout, plane_ids, positions, bounds):
+                for step in steps:
+                    for start in range(bounds[step], bounds[step + 1], chunk):  # rows of one step are independent
+                        stop = min(start + chunk, bounds[step + 1])
+                        here = slice(start - first_row, stop - first_row)
+                        pid, own = plane_ids[start:stop], index.own[here]
+                        feats = symbols_flat[index.features[:, here]]
+                        below, fraction = context.row_predict(feats, weights[pid])
+                        bins = context.flat_activity_bins(feats, residuals_flat, index, here)
+                        decoded = reader.decode(tables[rows[pid, bins], fraction]) + rmin
+                        residuals_flat[own] = decoded
+                        symbols_flat[own] = np.clip(below + decoded, -context.SYMBOL_LIMIT, context.SYMBOL_LIMIT)
         groups_symbols.append(symbols)
         first += size
     reader.finish()

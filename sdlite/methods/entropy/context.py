@@ -119,28 +119,88 @@ def padded_weights(weights: list, planes: int) -> np.ndarray:
     return out
 
 
-def row_features(symbols: np.ndarray, plane_ids: np.ndarray, positions: np.ndarray, layout: Layout) -> np.ndarray:
-    """(CROSS_COLUMNS, n) features of symbols at (plane, position) rows of one group, in the column order
-    of padded_weights (cross-plane columns of missing planes hold 0)."""
-    spatial = symbols[plane_ids[None, :], layout.spatial[:, positions]]
-    cross = [np.where(plane_ids >= k, symbols[np.maximum(plane_ids - k, 0), positions], 0) for k in range(MAX_CROSS, 0, -1)]
-    return np.concatenate([spatial, np.stack(cross)])
+ROWS_AT_ONCE = 1 << 18  # RowIndex: rows whose flat indices are held at once (13 int64 each: about 27 MB)
+
+
+class RowIndex:
+    """Flat indices into a group's (planes, layout.zero + 1) arrays for (plane, position) rows of a
+    schedule, made once for many coder steps: the rows' features (CROSS_COLUMNS of them, in the column
+    order of padded_weights: N, NW, NE, NN, W, WW, then planes p-3, p-2, p-1), their N and W residuals,
+    the previous plane's residual and the row's own cell, each read or written by one gather on a .ravel()
+    view. A cross-plane neighbour of a plane too low to have one, and the previous plane's residual of
+    plane 0, read the plane's own zero cell (always 0)."""
+
+    def __init__(self, layout: Layout, plane_ids: np.ndarray, positions: np.ndarray):
+        stride = layout.zero + 1
+        base = plane_ids * stride
+        none = base + layout.zero
+        cross = [np.where(plane_ids >= k, base - k * stride + positions, none) for k in range(MAX_CROSS, 0, -1)]
+        self.features = np.concatenate([base + layout.spatial[:, positions], np.stack(cross)])  # (CROSS_COLUMNS, rows)
+        self.residual_neighbours = base + layout.residual_neighbours[:, positions]  # (2, rows)
+        self.previous = np.where(plane_ids >= 1, base - stride + positions, none)
+        self.own = base + positions
+
+
+def index_rows(layout: Layout, plane_ids: np.ndarray, positions: np.ndarray, bounds: np.ndarray):
+    """For a schedule's steps (bounds as schedule() gives them): yield (first row, RowIndex, steps) for
+    runs of whole steps of at most ROWS_AT_ONCE rows (or one step, when a step alone is longer), so the
+    indices' memory stays bounded whatever the latents' size."""
+    step = 0
+    while step < len(bounds) - 1:
+        last = max(step + 1, int(np.searchsorted(bounds, bounds[step] + ROWS_AT_ONCE, side="right")) - 1)
+        first, stop = bounds[step], bounds[last]
+        yield int(first), RowIndex(layout, plane_ids[first:stop], positions[first:stop]), range(step, last)
+        step = last
+
+
+def flat_activity_bins(feats: np.ndarray, residuals_flat: np.ndarray, index: RowIndex, rows: slice) -> np.ndarray:
+    """activity_bins() for RowIndex rows (feats: their features as RowIndex.features reads them; the
+    previous plane's residual is 0 for plane 0); residuals_flat is the group's residuals .ravel()."""
+    act = _gradients(feats)
+    act += 2 * np.abs(residuals_flat[index.residual_neighbours[:, rows]]).sum(axis=0)
+    act += 2 * np.abs(residuals_flat[index.previous[rows]])
+    return np.searchsorted(ACTIVITY_THRESHOLDS, act, side="right")
 
 
 def row_predict(feats: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """predict() for rows with their own weights: feats (CROSS_COLUMNS, n), weights (n, CROSS_COLUMNS)."""
-    acc = np.einsum("jn,nj->n", feats, weights)
+    """predict() for rows with their own weights: feats (CROSS_COLUMNS, n) as RowIndex reads them, weights
+    (n, CROSS_COLUMNS)."""
+    return split_prediction(np.einsum("jn,nj->n", feats, weights))
+
+
+def planes_predict(feats: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """predict() for whole planes at once: feats (CROSS_COLUMNS, planes, n) as plane_features gives them,
+    weights (planes, CROSS_COLUMNS) as padded_weights gives them."""
+    return split_prediction(np.einsum("jpn,pj->pn", feats, weights))
+
+
+def split_prediction(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A prediction in WEIGHT_SCALE units -> (the integer below it, the fraction 0..FRACTIONS-1), clipped."""
     centre = np.clip((acc * FRACTIONS + WEIGHT_SCALE // 2) // WEIGHT_SCALE, -SYMBOL_LIMIT * FRACTIONS, SYMBOL_LIMIT * FRACTIONS)
     return centre // FRACTIONS, centre % FRACTIONS
 
 
-def row_activity_bins(feats: np.ndarray, residuals: np.ndarray, plane_ids: np.ndarray, positions: np.ndarray, layout: Layout) -> np.ndarray:
-    """activity_bins() for rows of several planes (the previous plane's residual is 0 for plane 0)."""
-    north, northwest, northeast, north2, west = feats[:5]
-    act = np.abs(north - northwest) + np.abs(northeast - north) + np.abs(north - north2) + np.abs(west - northwest)
-    act += 2 * np.abs(residuals[plane_ids[None, :], layout.residual_neighbours[:, positions]]).sum(axis=0)
-    act += 2 * np.where(plane_ids >= 1, np.abs(residuals[np.maximum(plane_ids - 1, 0), positions]), 0)
+def plane_features(symbols: np.ndarray, planes: np.ndarray, layout: Layout) -> np.ndarray:
+    """The features of every position of whole planes (the encoder knows all symbols), as RowIndex rows
+    would read them: (CROSS_COLUMNS, len(planes), layout.zero), one gather along the positions."""
+    spatial = np.take(symbols[planes], layout.spatial, axis=1).transpose(1, 0, 2)  # (SPATIAL_FEATURES, planes, positions)
+    cross = [np.where((planes >= k)[:, None], symbols[np.maximum(planes - k, 0), : layout.zero], 0) for k in range(MAX_CROSS, 0, -1)]
+    return np.concatenate([spatial, np.stack(cross)]) if len(planes) else np.zeros((CROSS_COLUMNS, 0, layout.zero), np.int64)
+
+
+def plane_activity_bins(feats: np.ndarray, residuals: np.ndarray, planes: np.ndarray, layout: Layout) -> np.ndarray:
+    """activity_bins() of every position of whole planes: feats as plane_features gives them ->
+    (len(planes), layout.zero)."""
+    act = _gradients(feats)
+    act += 2 * np.abs(np.take(residuals[planes], layout.residual_neighbours, axis=1)).sum(axis=1)
+    act += 2 * np.where((planes >= 1)[:, None], np.abs(residuals[np.maximum(planes - 1, 0), : layout.zero]), 0)
     return np.searchsorted(ACTIVITY_THRESHOLDS, act, side="right")
+
+
+def _gradients(feats: np.ndarray) -> np.ndarray:
+    """The local-gradient part of a context's activity, from its N, NW, NE, NN and W features."""
+    north, northwest, northeast, north2, west = feats[:5]
+    return np.abs(north - northwest) + np.abs(northeast - north) + np.abs(north - north2) + np.abs(west - northwest)
 
 
 def features(symbols: np.ndarray, p: int, layout: Layout, positions) -> np.ndarray:
@@ -155,16 +215,13 @@ def features(symbols: np.ndarray, p: int, layout: Layout, positions) -> np.ndarr
 
 def predict(feats: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Prediction in 1/FRACTIONS of a symbol, split into (the integer below it, the fraction 0..FRACTIONS-1)."""
-    acc = weights.astype(np.int64) @ feats
-    centre = np.clip((acc * FRACTIONS + WEIGHT_SCALE // 2) // WEIGHT_SCALE, -SYMBOL_LIMIT * FRACTIONS, SYMBOL_LIMIT * FRACTIONS)
-    return centre // FRACTIONS, centre % FRACTIONS
+    return split_prediction(weights.astype(np.int64) @ feats)
 
 
 def activity_bins(feats: np.ndarray, residuals: np.ndarray, p: int, layout: Layout, positions) -> np.ndarray:
     """Context bin from local gradients and the residual sizes already decoded nearby (N, W, and here in
     the previous plane). residuals: (planes, layout.zero + 1)."""
-    north, northwest, northeast, north2, west = feats[:5]
-    act = np.abs(north - northwest) + np.abs(northeast - north) + np.abs(north - north2) + np.abs(west - northwest)
+    act = _gradients(feats)
     act += 2 * np.abs(residuals[p][layout.residual_neighbours[:, positions]]).sum(axis=0)
     if p >= 1:
         act += 2 * np.abs(residuals[p - 1][positions])

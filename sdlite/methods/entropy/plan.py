@@ -38,23 +38,21 @@ class Plan:
             empty = ~symbols.reshape(len(group), -1).any(axis=1)
             # the encoder knows every symbol, so it evaluates the (causal) contexts for whole planes at once
             layout = context.layout(*symbols.shape[1:], context.BLOCK_SIDE)
-            positions = np.arange(layout.zero)
             flat = layout.empty(len(group))
             flat[:, : layout.zero] = symbols.reshape(len(group), -1)
             residuals, fractions, bins = layout.empty(len(group)), layout.empty(len(group)), layout.empty(len(group))
-            all_feats = {}
-            for p in range(len(group)):
-                if empty[p]:  # nothing coded: the decoder holds zeros for its symbols and residuals
-                    self.weights.append(None)
-                    continue
-                feats = context.features(flat, p, layout, positions)
-                weights = context.fit_weights(feats, flat[p, : layout.zero])
-                below, fractions[p, : layout.zero] = context.predict(feats, weights)
-                residuals[p, : layout.zero] = flat[p, : layout.zero] - below
-                self.weights.append(weights)
-                all_feats[p] = feats
-            for p, feats in all_feats.items():
-                bins[p, : layout.zero] = context.activity_bins(feats, residuals, p, layout, positions)
+            # planes with nothing coded keep zeros: the decoder holds zeros for their symbols and residuals
+            coded_planes = np.flatnonzero(~empty)
+            by_plane = context.plane_features(flat, coded_planes, layout)  # (CROSS_COLUMNS, coded planes, positions)
+            weights = [None] * len(group)
+            for i, p in enumerate(coded_planes):  # plane p's own features: spatial, then its min(p, MAX_CROSS) earlier planes
+                weights[p] = context.fit_weights(np.delete(by_plane[:, i], np.s_[context.SPATIAL_FEATURES : context.CROSS_COLUMNS - min(p, context.MAX_CROSS)], axis=0),
+                                                 flat[p, : layout.zero])
+            self.weights += weights
+            if len(coded_planes):
+                below, fractions[coded_planes, : layout.zero] = context.planes_predict(by_plane, context.padded_weights(weights, len(group))[coded_planes])
+                residuals[coded_planes, : layout.zero] = flat[coded_planes, : layout.zero] - below
+                bins[coded_planes, : layout.zero] = context.plane_activity_bins(by_plane, residuals, coded_planes, layout)
             coded_residuals = residuals[~empty, : layout.zero]
             rmin = int(coded_residuals.min()) if coded_residuals.size else 0
             rmax = max(int(coded_residuals.max()) if coded_residuals.size else 1, rmin + 1)  # constriction needs two symbols

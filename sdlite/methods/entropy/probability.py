@@ -100,29 +100,48 @@ def decay_bytes(base: int, slope: int) -> np.ndarray:
     return np.clip(base + slope * np.arange(N_BINS), 0, 255)
 
 
-_BASES, _SLOPES = np.meshgrid(np.arange(256), np.arange(32), indexing="ij")
-_CHOSEN = np.clip(_BASES[..., None] + _SLOPES[..., None] * np.arange(N_BINS), 0, 255)  # (256, 32, bins)
+MAX_SLOPE = 31  # decay_bytes' slope byte: 0..MAX_SLOPE (five bits)
+_CELLS_AT_ONCE = 1 << 21  # choose_decays' working set: planes * bins * FRACTIONS * alphabet histogram cells (16 MB)
 
 
-_PLANES_AT_ONCE = 16  # choose_decays' working set: planes * 256 * 32 * bins floats
+def _totals(costs: np.ndarray) -> np.ndarray:
+    """costs (planes, bins, 256): the code length of each bin's residuals under each decay byte ->
+    (planes, 256 bases, MAX_SLOPE + 1 slopes): sum over bins b of costs[p, b, decay_bytes(base, slope)[b]].
+
+    Bases and slopes are never negative, so only the upper clip applies: for a slope s, bin b reads the
+    256 bytes from s * b on, with the last byte repeated past 255. Shifted slices of that padded row,
+    added bin after bin (the order of a sum over a gathered copy, so the totals are the same floats);
+    planes last, so each slice is one contiguous block."""
+    planes, bins, _ = costs.shape
+    by_bin = costs.transpose(1, 2, 0)  # (bins, 256, planes)
+    padded = np.empty((bins, 256 + MAX_SLOPE * (bins - 1), planes))
+    padded[:, :256] = by_bin
+    padded[:, 256:] = by_bin[:, 255:]
+    out = np.empty((MAX_SLOPE + 1, 256, planes))
+    for slope, column in enumerate(out):
+        column[...] = padded[0, :256]
+        for b in range(1, bins):
+            column += padded[b, slope * b : slope * b + 256]
+    return np.ascontiguousarray(out.transpose(2, 1, 0))
 
 
 def choose_decays(residuals: np.ndarray, fractions: np.ndarray, bins: np.ndarray, rmin: int, rmax: int) -> list[tuple[int, int, float]]:
     """Encoder only: for each plane (rows of the (planes, n) arrays, sharing the residual range), the
     (base, slope) whose per-bin decay bytes minimise the ideal code length of its residuals; returns
-    [(base, slope, bits)]."""
+    [(base, slope, bits)]. Every base 0..255 and slope 0..MAX_SLOPE is tried."""
     alphabet = rmax - rmin + 1
     log_probs = _all_decay_log_tables(int(rmin), int(rmax))  # (256, fractions * alphabet)
     cells_per_plane = N_BINS * FRACTIONS * alphabet
+    at_once = max(1, _CELLS_AT_ONCE // cells_per_plane)
     chosen = []
-    for start in range(0, len(residuals), _PLANES_AT_ONCE):
-        stop = min(start + _PLANES_AT_ONCE, len(residuals))
+    for start in range(0, len(residuals), at_once):
+        stop = min(start + at_once, len(residuals))
         offsets = (np.arange(stop - start) * cells_per_plane)[:, None]
         cells = offsets + (bins[start:stop] * FRACTIONS + fractions[start:stop]) * alphabet + residuals[start:stop] - rmin
         hist = np.bincount(cells.ravel(), minlength=(stop - start) * cells_per_plane).reshape(-1, FRACTIONS * alphabet)
-        costs = -(hist.astype(np.float64) @ log_probs.T).reshape(stop - start, N_BINS, 256).transpose(0, 2, 1)  # (planes, 256, bins)
-        total = costs[:, _CHOSEN, np.arange(N_BINS)].sum(axis=-1)  # (planes, 256 bases, 32 slopes)
-        for plane_total in total:
-            base, slope = np.unravel_index(int(np.argmin(plane_total)), plane_total.shape)
-            chosen.append((int(base), int(slope), float(plane_total[base, slope])))
+        costs = -(hist.astype(np.float64) @ log_probs.T).reshape(stop - start, N_BINS, 256)
+        totals = _totals(costs).reshape(stop - start, -1)
+        best = np.argmin(totals, axis=1)  # the first minimum in (base, slope) order, as per plane
+        for index, bits in zip(best.tolist(), totals[np.arange(len(best)), best].tolist()):
+            chosen.append((index // (MAX_SLOPE + 1), index % (MAX_SLOPE + 1), bits))
     return chosen
