@@ -231,8 +231,12 @@ def decode(decoder, latent, space):
 
 
 # ---------------------------------------------------------------------------------------------- training
-def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int | None = None, bands=None, lpips_weights=None) -> dict:
-    """Fine-tune one decoder per band for `minutes` in all (shared equally), resuming run/checkpoint-BAND.pt."""
+def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int | None = None, bands=None, lpips_weights=None,
+          start_from: dict | None = None) -> dict:
+    """Fine-tune one decoder per band for `minutes` in all (shared equally), resuming run/checkpoint-BAND.pt.
+
+    start_from: {band: checkpoint of another run} to continue from (weights, optimizer and step count; this run's
+    own pairs and random stream) when this run has no checkpoint of that band yet."""
     import torch
 
     from bench.lpips import load_weights
@@ -259,15 +263,19 @@ def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int |
             p.requires_grad_(False)
         optimizer = torch.optim.Adam(decoder.parameters(), lr=LEARNING_RATE)
         checkpoint = run / f"checkpoint-{band}.pt"
-        step, seconds, losses = 0, 0.0, []
+        step, seconds, losses, origin = 0, 0.0, [], None
         rng = np.random.default_rng([seed, list(space_bands).index(band)])
-        if checkpoint.is_file():
-            state = torch.load(checkpoint, weights_only=False)
+        earlier = checkpoint if checkpoint.is_file() else (start_from or {}).get(band)
+        if earlier is not None:
+            state = torch.load(earlier, weights_only=False)
             decoder.load_state_dict(state["decoder"])
             optimizer.load_state_dict(state["optimizer"])
-            step, seconds, losses = state["step"], state["seconds"], state["losses"]
-            rng.bit_generator.state = state["rng"]
-            log.info("%s: resumed at step %d (%.0f s trained)", band, step, seconds)
+            step, seconds, losses, origin = state["step"], state["seconds"], state["losses"], state.get("started_from")
+            if earlier == checkpoint:
+                rng.bit_generator.state = state["rng"]
+            else:  # another run's weights, this run's pairs: the recorded losses up to here were on other data
+                origin = {"checkpoint": str(earlier), "step": step}
+            log.info("%s: continuing at step %d (%.0f s trained) from %s", band, step, seconds, earlier)
         started = time.perf_counter()
         while time.perf_counter() - started < budget:
             tick = time.perf_counter()
@@ -285,23 +293,23 @@ def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int |
             seconds += time.perf_counter() - tick
             losses.append(total)
             if step % CHECKPOINT_EVERY == 0:
-                _save(checkpoint, decoder, optimizer, step, seconds, losses, rng)
+                _save(checkpoint, decoder, optimizer, step, seconds, losses, rng, origin)
                 log.info("%s: step %d, loss %.4f (mean of last %d), %.0f s", band, step, float(np.mean(losses[-CHECKPOINT_EVERY:])),
                          CHECKPOINT_EVERY, seconds)
-        _save(checkpoint, decoder, optimizer, step, seconds, losses, rng)
-        report[band] = {"steps": step, "seconds": round(seconds), "pairs": int(len(chosen)),
+        _save(checkpoint, decoder, optimizer, step, seconds, losses, rng, origin)
+        report[band] = {"steps": step, "seconds": round(seconds), "pairs": int(len(chosen)), "started_from": origin,
                         "loss_first": float(np.mean(losses[:CHECKPOINT_EVERY])) if losses else None,
                         "loss_last": float(np.mean(losses[-CHECKPOINT_EVERY:])) if losses else None}
     (run / "training.json").write_text(json.dumps(report, indent=1))
     return report
 
 
-def _save(path, decoder, optimizer, step, seconds, losses, rng) -> None:
+def _save(path, decoder, optimizer, step, seconds, losses, rng, origin) -> None:
     import torch
 
     temporary = path.with_suffix(".tmp")
     torch.save({"decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "seconds": seconds,
-                "losses": losses, "rng": rng.bit_generator.state}, temporary)
+                "losses": losses, "rng": rng.bit_generator.state, "started_from": origin}, temporary)
     os.replace(temporary, path)
 
 
@@ -395,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--minutes", type=float, required=True, help="wall-clock budget of this run, shared by the bands")
     trainer.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     trainer.add_argument("--bands", nargs="+", choices=sorted({b for bands in SPACE_BANDS.values() for b in bands}))
+    trainer.add_argument("--start-from", nargs="+", default=[], metavar="BAND=CHECKPOINT",
+                         help="continue a band from another run's checkpoint (on this run's pairs) when this run has none yet")
     packer = sub.add_parser("package", help="decoder-only bundles of the trained bands and decoders.json")
     packer.add_argument("--output", required=True, help="folder to (re)create, e.g. sdlite/decoders/taesd-codec")
     packer.add_argument("--name", required=True, help="the model name it answers to, e.g. taesd-codec")
@@ -424,15 +434,36 @@ def main(argv=None) -> int:
         if not (run / "pairs.npz").is_file():
             print(f"error: {run / 'pairs.npz'} not found; make it with `python -m export.train_decoder pairs --run {run} ...`", file=sys.stderr)
             return 2
-        print(json.dumps(train(vae, run, minutes=args.minutes, seed=args.seed, threads=args.threads, bands=args.bands)))
+        start_from = _band_values(args.start_from, "--start-from", "BAND=CHECKPOINT", Path)
+        if start_from is None:
+            return 2
+        missing = [str(path) for path in start_from.values() if not path.is_file()]
+        if missing:
+            print(f"error: --start-from checkpoint not found: {', '.join(missing)}", file=sys.stderr)
+            return 2
+        print(json.dumps(train(vae, run, minutes=args.minutes, seed=args.seed, threads=args.threads, bands=args.bands,
+                               start_from=start_from)))
     else:
-        try:
-            use_from = {band: float(step) for band, step in (item.split("=", 1) for item in args.use_from)}
-        except ValueError:
-            print(f"error: --use-from takes BAND=STEP, got {' '.join(args.use_from)}", file=sys.stderr)
+        use_from = _band_values(args.use_from, "--use-from", "BAND=STEP", float)
+        if use_from is None:
             return 2
         print(json.dumps(package(vae, run, Path(args.output), name=args.name, use_from=use_from)))
     return 0
+
+
+def _band_values(items: list[str], option: str, form: str, convert) -> dict | None:
+    """BAND=VALUE items -> {band: convert(value)}; None (after saying why) when one is malformed or names no band."""
+    known = sorted({band for bands in SPACE_BANDS.values() for band in bands})
+    try:
+        values = {band: convert(value) for band, value in (item.split("=", 1) for item in items)}
+    except ValueError:
+        print(f"error: {option} takes {form}, got {' '.join(items)}", file=sys.stderr)
+        return None
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        print(f"error: {option}: no band {', '.join(unknown)}; the bands are {', '.join(known)}", file=sys.stderr)
+        return None
+    return values
 
 
 if __name__ == "__main__":

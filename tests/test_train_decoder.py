@@ -46,7 +46,21 @@ def test_pairs_train_resume_and_package(tmp_path, lpips_weights, monkeypatch):
     report = train_decoder.train(vae, run, minutes=0.05, lpips_weights=lpips_weights)
     assert report["coarse"]["steps"] >= 1
     again = train_decoder.train(vae, run, minutes=0.05, lpips_weights=lpips_weights)  # resumes from the checkpoint
-    assert again["coarse"]["steps"] > report["coarse"]["steps"]
+    assert again["coarse"]["steps"] > report["coarse"]["steps"] and again["coarse"]["started_from"] is None
+    # a second run (here the same pairs, copied) continues from the first run's band, and says so
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("pairs.npz", "pairs.json"):
+        (other / name).write_bytes((run / name).read_bytes())
+    started = {"coarse": run / "checkpoint-coarse.pt"}
+    continued = train_decoder.train(vae, other, minutes=0.05, lpips_weights=lpips_weights, start_from=started)
+    assert continued["coarse"]["steps"] > again["coarse"]["steps"]
+    assert continued["coarse"]["started_from"] == {"checkpoint": str(run / "checkpoint-coarse.pt"), "step": again["coarse"]["steps"]}
+    resumed = train_decoder.train(vae, other, minutes=0.05, lpips_weights=lpips_weights, start_from=started)  # its own checkpoint wins
+    assert resumed["coarse"]["steps"] > continued["coarse"]["steps"] and resumed["coarse"]["started_from"] == continued["coarse"]["started_from"]
+    for bad in (["--start-from", "coarse"], ["--start-from", "nope=" + str(run / "checkpoint-coarse.pt")],
+                ["--start-from", "coarse=" + str(tmp_path / "absent.pt")]):
+        assert train_decoder.main(["train", "--vae", str(vae), "--run", str(other), "--minutes", "0.01", *bad]) == 2
     listing = train_decoder.package(vae, run, tmp_path / "taesd-codec", name="taesd-codec")
     assert listing["bands"]["coarse"]["max_step"] is None and (tmp_path / "taesd-codec" / "LICENSE").is_file()
     import sdlite
