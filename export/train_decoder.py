@@ -232,11 +232,12 @@ def decode(decoder, latent, space):
 
 # ---------------------------------------------------------------------------------------------- training
 def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int | None = None, bands=None, lpips_weights=None,
-          start_from: dict | None = None) -> dict:
+          start_from: dict | None = None, l1_weight: float = L1_WEIGHT) -> dict:
     """Fine-tune one decoder per band for `minutes` in all (shared equally), resuming run/checkpoint-BAND.pt.
 
     start_from: {band: checkpoint of another run} to continue from (weights, optimizer and step count; this run's
-    own pairs and random stream) when this run has no checkpoint of that band yet."""
+    own pairs and random stream) when this run has no checkpoint of that band yet. l1_weight: the loss is
+    LPIPS-alex + l1_weight * L1 (recorded in the report)."""
     import torch
 
     from bench.lpips import load_weights
@@ -285,7 +286,7 @@ def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int |
                 latent = torch.from_numpy(pairs["latents"][i][None])
                 target = torch.from_numpy(pairs["targets"][i].transpose(2, 0, 1)[None].astype(np.float32) / 127.5 - 1.0)
                 output = decode(decoder, latent, space)[..., : target.shape[-2], : target.shape[-1]]  # padded latents decode larger
-                loss = (lpips(output, target).mean() + L1_WEIGHT * (output - target).abs().mean()) / BATCH
+                loss = (lpips(output, target).mean() + l1_weight * (output - target).abs().mean()) / BATCH
                 loss.backward()
                 total += float(loss.detach())
             optimizer.step()
@@ -297,7 +298,7 @@ def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int |
                 log.info("%s: step %d, loss %.4f (mean of last %d), %.0f s", band, step, float(np.mean(losses[-CHECKPOINT_EVERY:])),
                          CHECKPOINT_EVERY, seconds)
         _save(checkpoint, decoder, optimizer, step, seconds, losses, rng, origin)
-        report[band] = {"steps": step, "seconds": round(seconds), "pairs": int(len(chosen)), "started_from": origin,
+        report[band] = {"steps": step, "seconds": round(seconds), "pairs": int(len(chosen)), "started_from": origin, "l1_weight": l1_weight,
                         "loss_first": float(np.mean(losses[:CHECKPOINT_EVERY])) if losses else None,
                         "loss_last": float(np.mean(losses[-CHECKPOINT_EVERY:])) if losses else None}
     (run / "training.json").write_text(json.dumps(report, indent=1))
@@ -403,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--minutes", type=float, required=True, help="wall-clock budget of this run, shared by the bands")
     trainer.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     trainer.add_argument("--bands", nargs="+", choices=sorted({b for bands in SPACE_BANDS.values() for b in bands}))
+    trainer.add_argument("--l1-weight", type=float, default=L1_WEIGHT, help=f"loss = LPIPS-alex + this * L1 (default {L1_WEIGHT})")
     trainer.add_argument("--start-from", nargs="+", default=[], metavar="BAND=CHECKPOINT",
                          help="continue a band from another run's checkpoint (on this run's pairs) when this run has none yet")
     packer = sub.add_parser("package", help="decoder-only bundles of the trained bands and decoders.json")
@@ -442,7 +444,7 @@ def main(argv=None) -> int:
             print(f"error: --start-from checkpoint not found: {', '.join(missing)}", file=sys.stderr)
             return 2
         print(json.dumps(train(vae, run, minutes=args.minutes, seed=args.seed, threads=args.threads, bands=args.bands,
-                               start_from=start_from)))
+                               start_from=start_from, l1_weight=args.l1_weight)))
     else:
         use_from = _band_values(args.use_from, "--use-from", "BAND=STEP", float)
         if use_from is None:

@@ -53,8 +53,9 @@ def test_pairs_train_resume_and_package(tmp_path, lpips_weights, monkeypatch):
     for name in ("pairs.npz", "pairs.json"):
         (other / name).write_bytes((run / name).read_bytes())
     started = {"coarse": run / "checkpoint-coarse.pt"}
-    continued = train_decoder.train(vae, other, minutes=0.05, lpips_weights=lpips_weights, start_from=started)
+    continued = train_decoder.train(vae, other, minutes=0.05, lpips_weights=lpips_weights, start_from=started, l1_weight=0.1)
     assert continued["coarse"]["steps"] > again["coarse"]["steps"]
+    assert continued["coarse"]["l1_weight"] == 0.1 and again["coarse"]["l1_weight"] == train_decoder.L1_WEIGHT
     assert continued["coarse"]["started_from"] == {"checkpoint": str(run / "checkpoint-coarse.pt"), "step": again["coarse"]["steps"]}
     resumed = train_decoder.train(vae, other, minutes=0.05, lpips_weights=lpips_weights, start_from=started)  # its own checkpoint wins
     assert resumed["coarse"]["steps"] > continued["coarse"]["steps"] and resumed["coarse"]["started_from"] == continued["coarse"]["started_from"]
