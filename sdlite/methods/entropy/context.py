@@ -104,6 +104,12 @@ def schedule(layout: Layout, planes: list[int]) -> tuple[np.ndarray, np.ndarray,
     return plane_ids[order], positions[order], np.concatenate([[0], bounds, [len(order)]]).astype(np.int64)
 
 
+def feature_columns(plane: int) -> list[int]:
+    """The columns of padded_weights' order (and plane_features') that hold plane p's n_weights(p) features:
+    the spatial ones, then its min(p, MAX_CROSS) earlier planes."""
+    return list(range(SPATIAL_FEATURES)) + list(range(CROSS_COLUMNS - min(plane, MAX_CROSS), CROSS_COLUMNS))
+
+
 def padded_weights(weights: list, planes: int) -> np.ndarray:
     """(planes, CROSS_COLUMNS) int64: each plane's weights with its cross-plane ones right-aligned (column
     SPATIAL_FEATURES + MAX_CROSS - k holds plane p-k); planes without weights (None) get zeros."""

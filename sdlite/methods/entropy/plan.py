@@ -45,12 +45,12 @@ class Plan:
             coded_planes = np.flatnonzero(~empty)
             by_plane = context.plane_features(flat, coded_planes, layout)  # (CROSS_COLUMNS, coded planes, positions)
             weights = [None] * len(group)
-            for i, p in enumerate(coded_planes):  # plane p's own features: spatial, then its min(p, MAX_CROSS) earlier planes
-                weights[p] = context.fit_weights(np.delete(by_plane[:, i], np.s_[context.SPATIAL_FEATURES : context.CROSS_COLUMNS - min(p, context.MAX_CROSS)], axis=0),
-                                                 flat[p, : layout.zero])
+            for i, p in enumerate(coded_planes):
+                weights[p] = context.fit_weights(by_plane[context.feature_columns(p), i], flat[p, : layout.zero])
             self.weights += weights
             if len(coded_planes):
-                below, fractions[coded_planes, : layout.zero] = context.planes_predict(by_plane, context.padded_weights(weights, len(group))[coded_planes])
+                padded = context.padded_weights(weights, len(group))[coded_planes]
+                below, fractions[coded_planes, : layout.zero] = context.planes_predict(by_plane, padded)
                 residuals[coded_planes, : layout.zero] = flat[coded_planes, : layout.zero] - below
                 bins[coded_planes, : layout.zero] = context.plane_activity_bins(by_plane, residuals, coded_planes, layout)
             coded_residuals = residuals[~empty, : layout.zero]
