@@ -48,6 +48,7 @@ SPACE_BANDS = {"sd1": {"coarse": (1.8, math.inf), "medium": (0.5, 1.8)},
 SPACE_PAIR_RATES = {"sd1": {"low": (0.04, 0.06, 0.08, 0.1, 0.12), "mid": (0.13, 0.16, 0.2, 0.24)},
                     "sd3": {"low": (0.08, 0.1, 0.13, 0.16, 0.2), "mid": (0.22, 0.26, 0.3, 0.36)}}
 BANDS = SPACE_BANDS["sd1"]
+ALL_BANDS = sorted({band for bands in SPACE_BANDS.values() for band in bands})
 PAIR_RATES = SPACE_PAIR_RATES["sd1"]
 LEARNING_RATE = 5e-5
 BATCH = 4
@@ -403,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer = sub.add_parser("train", help="fine-tune one decoder per band, resuming checkpoints")
     trainer.add_argument("--minutes", type=float, required=True, help="wall-clock budget of this run, shared by the bands")
     trainer.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    trainer.add_argument("--bands", nargs="+", choices=sorted({b for bands in SPACE_BANDS.values() for b in bands}))
+    trainer.add_argument("--bands", nargs="+", choices=ALL_BANDS)
     trainer.add_argument("--l1-weight", type=float, default=L1_WEIGHT, help=f"loss = LPIPS-alex + this * L1 (default {L1_WEIGHT})")
     trainer.add_argument("--start-from", nargs="+", default=[], metavar="BAND=CHECKPOINT",
                          help="continue a band from another run's checkpoint (on this run's pairs) when this run has none yet")
@@ -455,15 +456,14 @@ def main(argv=None) -> int:
 
 def _band_values(items: list[str], option: str, form: str, convert) -> dict | None:
     """BAND=VALUE items -> {band: convert(value)}; None (after saying why) when one is malformed or names no band."""
-    known = sorted({band for bands in SPACE_BANDS.values() for band in bands})
     try:
         values = {band: convert(value) for band, value in (item.split("=", 1) for item in items)}
     except ValueError:
         print(f"error: {option} takes {form}, got {' '.join(items)}", file=sys.stderr)
         return None
-    unknown = sorted(set(values) - set(known))
+    unknown = sorted(set(values) - set(ALL_BANDS))
     if unknown:
-        print(f"error: {option}: no band {', '.join(unknown)}; the bands are {', '.join(known)}", file=sys.stderr)
+        print(f"error: {option}: no band {', '.join(unknown)}; the bands are {', '.join(ALL_BANDS)}", file=sys.stderr)
         return None
     return values
 

@@ -117,11 +117,7 @@ def padded_weights(weights: list, planes: int) -> np.ndarray:
     for p, w in enumerate(weights):
         if w is None:
             continue
-        w = np.asarray(w, dtype=np.int64)
-        out[p, :SPATIAL_FEATURES] = w[:SPATIAL_FEATURES]
-        cross = len(w) - SPATIAL_FEATURES
-        if cross:
-            out[p, CROSS_COLUMNS - cross:] = w[SPATIAL_FEATURES:]
+        out[p, feature_columns(p)] = w  # n_weights(p) of them, as the stream and the Plan hold them
     return out
 
 
