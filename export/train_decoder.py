@@ -41,12 +41,15 @@ CROPS_PER_IMAGE = 6
 # band (about 0.3 bpp and up) the base decoder stays: there the quantization noise is small and one decoder
 # trained on mixed rates was measured to smooth (the 20-minute probe, ../shared/notes/measurements.md).
 # For sd3 the same bands sit higher in step (its streams at 0.15 bpp code with a step of about 3.5, at 0.3 bpp
-# about 2, at 0.5 bpp about 1.1, on Kodak at 768x512), so its medium band takes about 0.3 bpp.
+# about 2, at 0.5 bpp about 1.1, on Kodak at 768x512), so its medium band takes about 0.3 bpp; its fine band
+# (about 0.4-1 bpp) is where sd3 is the best space and the base decoder's own round trip is far from the image.
 SPACE_BANDS = {"sd1": {"coarse": (1.8, math.inf), "medium": (0.5, 1.8)},
-               "sd3": {"coarse": (2.6, math.inf), "medium": (1.4, 2.6)}}
-# Rates the pairs are coded at (bits per pixel of a crop), two per crop: one from each list.
+               "sd3": {"coarse": (2.6, math.inf), "medium": (1.4, 2.6), "fine": (0.35, 1.4)}}
+# Rates the pairs are coded at (bits per pixel of a crop): one from each list per crop (`pairs --rates` picks lists).
 SPACE_PAIR_RATES = {"sd1": {"low": (0.04, 0.06, 0.08, 0.1, 0.12), "mid": (0.13, 0.16, 0.2, 0.24)},
-                    "sd3": {"low": (0.08, 0.1, 0.13, 0.16, 0.2), "mid": (0.22, 0.26, 0.3, 0.36)}}
+                    "sd3": {"low": (0.08, 0.1, 0.13, 0.16, 0.2), "mid": (0.22, 0.26, 0.3, 0.36),
+                            "high": (0.4, 0.5, 0.6, 0.75, 0.9, 1.1)}}
+ALL_RATE_LISTS = sorted({name for lists in SPACE_PAIR_RATES.values() for name in lists})
 BANDS = SPACE_BANDS["sd1"]
 ALL_BANDS = sorted({band for bands in SPACE_BANDS.values() for band in bands})
 PAIR_RATES = SPACE_PAIR_RATES["sd1"]
@@ -122,9 +125,20 @@ def bands_for(space: str) -> dict:
     return SPACE_BANDS[space]
 
 
-def make_pairs(vae: Path, images: list[Path], run: Path, *, seed: int = 0, crops_per_image: int = CROPS_PER_IMAGE) -> dict:
+def rate_lists_for(space: str, names=None) -> dict:
+    """The space's pair rate lists, or the named ones of them (ValueError naming the valid ones otherwise)."""
+    lists = SPACE_PAIR_RATES[space]
+    unknown = sorted(set(names or ()) - set(lists))
+    if unknown:
+        raise ValueError(f"no rate list {', '.join(unknown)} for latent space {space}; choose from {', '.join(lists)}")
+    return {name: rates for name, rates in lists.items() if not names or name in names}
+
+
+def make_pairs(vae: Path, images: list[Path], run: Path, *, seed: int = 0, crops_per_image: int = CROPS_PER_IMAGE,
+               rate_lists=None) -> dict:
     """For each image, random crops; each crop compressed by sdlite (default path: coded scales, target bytes
-    at a rate of each band) and decoded back to latents. Saved as run/pairs.npz with a manifest of the images."""
+    at a rate of each rate list, or of the named ones) and decoded back to latents. Saved as run/pairs.npz with a
+    manifest of the images."""
     import sdlite
     from sdlite import bitstream, images as image_ops
     from sdlite.files import file_sha256
@@ -132,7 +146,7 @@ def make_pairs(vae: Path, images: list[Path], run: Path, *, seed: int = 0, crops
     run.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     model = sdlite.load_model(str(vae))
-    pair_rates = SPACE_PAIR_RATES[space_of(vae)]
+    pair_rates = rate_lists_for(space_of(vae), rate_lists)
     latents, targets, steps, rates, bands, sources = [], [], [], [], [], []
     listing = []
     started = time.perf_counter()
@@ -401,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     pairs = sub.add_parser("pairs", help="make (decoded latents, image) pairs with sdlite's encoder path")
     pairs.add_argument("--images", nargs="+", required=True, help="image files or folders (searched recursively)")
     pairs.add_argument("--crops-per-image", type=int, default=CROPS_PER_IMAGE)
+    pairs.add_argument("--rates", nargs="+", choices=ALL_RATE_LISTS, help="code each crop at a rate of these lists only (default: all of the space's)")
     trainer = sub.add_parser("train", help="fine-tune one decoder per band, resuming checkpoints")
     trainer.add_argument("--minutes", type=float, required=True, help="wall-clock budget of this run, shared by the bands")
     trainer.add_argument("--threads", type=int, help="torch threads (default: torch's)")
@@ -431,7 +446,13 @@ def main(argv=None) -> int:
         if not files:
             print(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) under {' '.join(args.images)}", file=sys.stderr)
             return 2
-        summary = make_pairs(vae, files, run, seed=args.seed, crops_per_image=args.crops_per_image)
+        try:
+            rate_lists_for(space_of(vae), args.rates)
+        except ValueError as error:
+            print(f"error: --rates: {error}", file=sys.stderr)
+            return 2
+        summary = make_pairs(vae, files, run, seed=args.seed, crops_per_image=args.crops_per_image,
+                             rate_lists=args.rates)
         print(f"{summary['pairs']} pairs from {len(summary['images'])} images in {run / 'pairs.npz'}")
     elif args.command == "train":
         if not (run / "pairs.npz").is_file():

@@ -301,3 +301,24 @@ def test_index_rows_covers_every_step_once(monkeypatch):
             assert len(steps) == 1 or len(index.own) <= limit
             stride = layout.zero + 1
             assert np.array_equal(index.own, plane_ids[first:first + len(index.own)] * stride + positions[first:first + len(index.own)])
+
+
+@pytest.mark.parametrize("height, width, planes, wide", [(9, 13, [0, 1, 3], False), (64, 96, list(range(32)), False),
+                                                         (40, 50, [2, 5], True), (1, 1, [0], False)])
+def test_schedule_is_the_sorted_order_of_its_definition(monkeypatch, height, width, planes, wide):
+    """The coding order: every (plane, position) of the coded planes sorted by step = front + plane, then plane,
+    then position (a three-key sort written out), with each step's start; also when the sort keys do not fit
+    16 bits (forced here by widening the blocks' fronts)."""
+    layout = context.layout(height, width, context.BLOCK_SIDE)
+    if wide:
+        monkeypatch.setattr(layout, "front_of", layout.front_of * 1000)
+        monkeypatch.setattr(layout, "order", np.argsort(layout.front_of, kind="stable"))
+    plane_ids = np.repeat(np.asarray(planes, dtype=np.int64), layout.zero)
+    positions = np.tile(np.arange(layout.zero, dtype=np.int64), len(planes))
+    steps = layout.front_of[positions] + plane_ids
+    order = np.lexsort((positions, plane_ids, steps))
+    got_planes, got_positions, bounds = context.schedule(layout, planes)
+    assert np.array_equal(got_planes, plane_ids[order]) and np.array_equal(got_positions, positions[order])
+    assert bounds[0] == 0 and bounds[-1] == len(order) and np.all(np.diff(bounds) > 0)
+    assert all(len(set(steps[order][a:b].tolist())) == 1 for a, b in zip(bounds[:-1], bounds[1:]))
+    assert len(bounds) - 1 == len(set(steps.tolist()))

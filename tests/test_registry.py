@@ -180,20 +180,22 @@ def _corpus_streams(space: str):
             yield name, (CORPUS / entry["file"]).read_bytes(), entry
 
 
-def test_the_trained_set_decodes_every_conformance_stream_of_its_space(empty_places):
+@pytest.mark.parametrize("space, name, least", [("sd1", "taesd-codec", 15), ("sd3", "taesd3-codec", 9)])
+def test_the_trained_set_decodes_every_conformance_stream_of_its_space(empty_places, space, name, least):
     decoded = 0
-    for name, data, entry in _corpus_streams("sd1"):
+    for name_, data, entry in _corpus_streams(space):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DecoderNote)
             image = sdlite.decompress(data, max_pixels=None)  # no model: a trained band, or the nearest (their id is nowhere)
-        assert image.size == (entry["header"]["width"], entry["header"]["height"]), name
-        assert sdlite.decompress(data, model="taesd-codec", max_pixels=None).size == image.size
+        assert image.size == (entry["header"]["width"], entry["header"]["height"]), name_
+        assert sdlite.decompress(data, model=name, max_pixels=None).size == image.size
         decoded += 1
-    assert decoded >= 15
+    assert decoded >= least
 
 
-def test_rate_awareness_picks_the_band_of_the_step():
-    taesd_codec = codec_decoders.for_space("sd1")
+@pytest.mark.parametrize("space", ["sd1", "sd3"])
+def test_rate_awareness_picks_the_band_of_the_step(space):
+    taesd_codec = codec_decoders.for_space(space)
     bands = sorted(taesd_codec.bands, key=lambda b: b.min_step)
     finest, coarsest = bands[0], bands[-1]
     assert taesd_codec.band_for(finest.min_step / 2) is None  # finer than any band: the base decoder's domain

@@ -41,6 +41,15 @@ def test_pairs_train_resume_and_package(tmp_path, lpips_weights, monkeypatch):
     assert train_decoder.main(["pairs", "--vae", str(vae), "--images", str(images), "--run", str(run), "--crops-per-image", "2"]) == 0
     summary = json.loads((run / "pairs.json").read_text())
     assert summary["pairs"] == 8 and len(summary["images"]) == 2
+    # one rate list: one pair per crop; a list the space has not: exit 2, nothing made
+    only_low = tmp_path / "only-low"
+    assert train_decoder.main(["pairs", "--vae", str(vae), "--images", str(images), "--run", str(only_low), "--crops-per-image", "2",
+                               "--rates", "low"]) == 0
+    low = json.loads((only_low / "pairs.json").read_text())
+    assert low["pairs"] == 4 and list(low["pair_rates"]) == ["low"]
+    assert all(0.03 < rate < 0.2 for rate in train_decoder.load_pairs(only_low)["rates"])
+    assert train_decoder.main(["pairs", "--vae", str(vae), "--images", str(images), "--run", str(tmp_path / "none"), "--rates", "high"]) == 2
+    assert not (tmp_path / "none").exists()
     # bands wide enough that the tiny model's pairs fall in them
     monkeypatch.setitem(train_decoder.SPACE_BANDS, "sd1", {"coarse": (1e-6, float("inf"))})
     report = train_decoder.train(vae, run, minutes=0.05, lpips_weights=lpips_weights)

@@ -78,9 +78,9 @@ class Layout:
         ])
         self.residual_neighbours = np.stack([north, at(0, -1, lx >= 1, self.zero)])  # N, W; 0 off the edge
         self.front_of = lx + 2 * ly  # the wavefront of each position
-        order = np.argsort(self.front_of, kind="stable")  # by front, then by flat index
+        self.order = np.argsort(self.front_of, kind="stable")  # by front, then by flat index
         count = int(self.front_of.max()) + 1 if self.zero else 0
-        self.fronts = np.split(order, np.searchsorted(self.front_of[order], np.arange(1, count)))
+        self.fronts = np.split(self.order, np.searchsorted(self.front_of[self.order], np.arange(1, count)))
 
     def empty(self, planes: int) -> np.ndarray:
         return np.zeros((planes, self.zero + 1), dtype=np.int64)
@@ -95,13 +95,14 @@ def schedule(layout: Layout, planes: list[int]) -> tuple[np.ndarray, np.ndarray,
     """The coding order of a group (format version 4): (plane index, flat position) of every coded
     symbol, sorted by step s = front + plane, then plane, then position; and the index where each step
     starts (plus the end). planes: the group's coded (non-empty) planes, ascending."""
-    plane_ids = np.repeat(np.asarray(planes, dtype=np.int64), layout.zero)
-    positions = np.tile(np.arange(layout.zero, dtype=np.int64), len(planes))
-    steps = layout.front_of[positions] + plane_ids
-    order = np.lexsort((positions, plane_ids, steps))
-    steps = steps[order]
-    bounds = np.flatnonzero(np.diff(steps)) + 1
-    return plane_ids[order], positions[order], np.concatenate([[0], bounds, [len(order)]]).astype(np.int64)
+    planes = np.asarray(planes, dtype=np.int64)
+    count = len(planes)
+    # Each plane's positions already in (front, position) order, plane after plane; a stable sort by
+    # (step, plane) keeps that order within a step (a radix sort when the keys fit 16 bits: blocks bound the fronts).
+    keys = ((layout.front_of[layout.order][None, :] + planes[:, None]) * count + np.arange(count)[:, None]).ravel()
+    ranked = np.argsort(keys.astype(np.uint16) if keys.max(initial=0) < 1 << 16 else keys, kind="stable")
+    bounds = np.flatnonzero(np.diff(keys[ranked] // count)) + 1
+    return planes[ranked // layout.zero], layout.order[ranked % layout.zero], np.concatenate([[0], bounds, [len(ranked)]]).astype(np.int64)
 
 
 def feature_columns(plane: int) -> list[int]:

@@ -106,7 +106,7 @@ _CELLS_AT_ONCE = 1 << 21  # choose_decays' working set: planes * bins * FRACTION
 
 def _totals(costs: np.ndarray) -> np.ndarray:
     """costs (planes, bins, 256): the code length of each bin's residuals under each decay byte ->
-    (planes, 256 bases, MAX_SLOPE + 1 slopes): sum over bins b of costs[p, b, decay_bytes(base, slope)[b]].
+    (MAX_SLOPE + 1 slopes, 256 bases, planes): sum over bins b of costs[p, b, decay_bytes(base, slope)[b]].
 
     Bases and slopes are never negative, so only the upper clip applies: for a slope s, bin b reads the
     256 bytes from s * b on, with the last byte repeated past 255. Shifted slices of that padded row,
@@ -122,7 +122,7 @@ def _totals(costs: np.ndarray) -> np.ndarray:
         column[...] = padded[0, :256]
         for b in range(1, bins):
             column += padded[b, slope * b : slope * b + 256]
-    return np.ascontiguousarray(out.transpose(2, 1, 0))
+    return out
 
 
 def choose_decays(residuals: np.ndarray, fractions: np.ndarray, bins: np.ndarray, rmin: int, rmax: int) -> list[tuple[int, int, float]]:
@@ -140,8 +140,10 @@ def choose_decays(residuals: np.ndarray, fractions: np.ndarray, bins: np.ndarray
         cells = offsets + (bins[start:stop] * FRACTIONS + fractions[start:stop]) * alphabet + residuals[start:stop] - rmin
         hist = np.bincount(cells.ravel(), minlength=(stop - start) * cells_per_plane).reshape(-1, FRACTIONS * alphabet)
         costs = -(hist.astype(np.float64) @ log_probs.T).reshape(stop - start, N_BINS, 256)
-        totals = _totals(costs).reshape(stop - start, -1)
-        best = np.argmin(totals, axis=1)  # the first minimum in (base, slope) order, as per plane
-        for index, bits in zip(best.tolist(), totals[np.arange(len(best)), best].tolist()):
+        totals = _totals(costs)
+        least = totals.min(axis=(0, 1))
+        # the first minimum in (base, slope) order, as per plane: found on a boolean copy in that order, not the floats
+        best = (totals == least).transpose(2, 1, 0).reshape(stop - start, -1).argmax(axis=1)
+        for index, bits in zip(best.tolist(), least.tolist()):
             chosen.append((index // (MAX_SLOPE + 1), index % (MAX_SLOPE + 1), bits))
     return chosen
