@@ -180,28 +180,28 @@ def _corpus_streams(space: str):
             yield name, (CORPUS / entry["file"]).read_bytes(), entry
 
 
-@pytest.mark.parametrize("space, name, least", [("sd1", "taesd-codec", 15), ("sd3", "taesd3-codec", 9)])
-def test_the_trained_set_decodes_every_conformance_stream_of_its_space(empty_places, space, name, least):
+@pytest.mark.parametrize("space, decoder_set, least", [("sd1", "taesd-codec", 15), ("sd3", "taesd3-codec", 9)])
+def test_the_trained_set_decodes_every_conformance_stream_of_its_space(empty_places, space, decoder_set, least):
     decoded = 0
-    for name_, data, entry in _corpus_streams(space):
+    for name, data, entry in _corpus_streams(space):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DecoderNote)
             image = sdlite.decompress(data, max_pixels=None)  # no model: a trained band, or the nearest (their id is nowhere)
-        assert image.size == (entry["header"]["width"], entry["header"]["height"]), name_
-        assert sdlite.decompress(data, model=name, max_pixels=None).size == image.size
+        assert image.size == (entry["header"]["width"], entry["header"]["height"]), name
+        assert sdlite.decompress(data, model=decoder_set, max_pixels=None).size == image.size
         decoded += 1
     assert decoded >= least
 
 
 @pytest.mark.parametrize("space", ["sd1", "sd3"])
 def test_rate_awareness_picks_the_band_of_the_step(space):
-    taesd_codec = codec_decoders.for_space(space)
-    bands = sorted(taesd_codec.bands, key=lambda b: b.min_step)
+    decoder_set = codec_decoders.for_space(space)
+    bands = sorted(decoder_set.bands, key=lambda b: b.min_step)
     finest, coarsest = bands[0], bands[-1]
-    assert taesd_codec.band_for(finest.min_step / 2) is None  # finer than any band: the base decoder's domain
-    assert taesd_codec.band_for(finest.min_step) == finest
-    assert taesd_codec.band_for(coarsest.min_step * 10) == coarsest
-    assert taesd_codec.nearest(finest.min_step / 2) == finest and taesd_codec.nearest(None) == finest
+    assert decoder_set.band_for(finest.min_step / 2) is None  # finer than any band: the base decoder's domain
+    assert decoder_set.band_for(finest.min_step) == finest
+    assert decoder_set.band_for(coarsest.min_step * 10) == coarsest
+    assert decoder_set.nearest(finest.min_step / 2) == finest and decoder_set.nearest(None) == finest
     for low, high in zip(bands, bands[1:]):
         assert low.max_step == high.min_step  # no step falls between two bands
 
