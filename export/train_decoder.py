@@ -247,12 +247,13 @@ def decode(decoder, latent, space):
 
 # ---------------------------------------------------------------------------------------------- training
 def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int | None = None, bands=None, lpips_weights=None,
-          start_from: dict | None = None, l1_weight: float = L1_WEIGHT) -> dict:
+          start_from: dict | None = None, l1_weight: float = L1_WEIGHT, learning_rate: float = LEARNING_RATE) -> dict:
     """Fine-tune one decoder per band for `minutes` in all (shared equally), resuming run/checkpoint-BAND.pt.
 
     start_from: {band: checkpoint of another run} to continue from (weights, optimizer and step count; this run's
     own pairs and random stream) when this run has no checkpoint of that band yet. l1_weight: the loss is
-    LPIPS-alex + l1_weight * L1 (recorded in the report)."""
+    LPIPS-alex + l1_weight * L1. learning_rate: Adam's, also over a resumed optimizer's (a continued run may
+    settle at a lower one). Both are recorded in the report."""
     import torch
 
     from bench.lpips import load_weights
@@ -292,6 +293,8 @@ def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int |
             else:  # another run's weights, this run's pairs: the recorded losses up to here were on other data
                 origin = {"checkpoint": str(earlier), "step": step}
             log.info("%s: continuing at step %d (%.0f s trained) from %s", band, step, seconds, earlier)
+        for group in optimizer.param_groups:  # a loaded optimizer state brings its own rate
+            group["lr"] = learning_rate
         started = time.perf_counter()
         while time.perf_counter() - started < budget:
             tick = time.perf_counter()
@@ -314,6 +317,7 @@ def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int |
                          CHECKPOINT_EVERY, seconds)
         _save(checkpoint, decoder, optimizer, step, seconds, losses, rng, origin)
         report[band] = {"steps": step, "seconds": round(seconds), "pairs": int(len(chosen)), "started_from": origin, "l1_weight": l1_weight,
+                        "learning_rate": learning_rate,
                         "loss_first": float(np.mean(losses[:CHECKPOINT_EVERY])) if losses else None,
                         "loss_last": float(np.mean(losses[-CHECKPOINT_EVERY:])) if losses else None}
     (run / "training.json").write_text(json.dumps(report, indent=1))
@@ -421,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     trainer.add_argument("--bands", nargs="+", choices=ALL_BANDS)
     trainer.add_argument("--l1-weight", type=float, default=L1_WEIGHT, help=f"loss = LPIPS-alex + this * L1 (default {L1_WEIGHT})")
+    trainer.add_argument("--learning-rate", type=float, default=LEARNING_RATE, help=f"Adam's learning rate (default {LEARNING_RATE:g})")
     trainer.add_argument("--start-from", nargs="+", default=[], metavar="BAND=CHECKPOINT",
                          help="continue a band from another run's checkpoint (on this run's pairs) when this run has none yet")
     packer = sub.add_parser("package", help="decoder-only bundles of the trained bands and decoders.json")
@@ -466,7 +471,8 @@ def main(argv=None) -> int:
             print(f"error: --start-from checkpoint not found: {', '.join(missing)}", file=sys.stderr)
             return 2
         print(json.dumps(train(vae, run, minutes=args.minutes, seed=args.seed, threads=args.threads, bands=args.bands,
-                               start_from=start_from, l1_weight=args.l1_weight)))
+                               start_from=start_from, l1_weight=args.l1_weight,
+                               learning_rate=args.learning_rate)))
     else:
         use_from = _band_values(args.use_from, "--use-from", "BAND=STEP", float)
         if use_from is None:

@@ -322,3 +322,33 @@ def test_schedule_is_the_sorted_order_of_its_definition(monkeypatch, height, wid
     assert bounds[0] == 0 and bounds[-1] == len(order) and np.all(np.diff(bounds) > 0)
     assert all(len(set(steps[order][a:b].tolist())) == 1 for a, b in zip(bounds[:-1], bounds[1:]))
     assert len(bounds) - 1 == len(set(steps.tolist()))
+
+
+@pytest.mark.parametrize("planes", [[0], [0, 1, 2, 3, 4, 5], [1, 4, 7]])
+def test_batched_predictor_fit_is_the_per_plane_fit(monkeypatch, planes):
+    """fit_planes_weights (one product for the normal equations of a group, one solve per weight count) gives
+    fit_weights' weights plane by plane, byte for byte, on wide symbols too; past its exact-sum bound it falls
+    back to the per-plane sums."""
+    rng = np.random.default_rng(len(planes))
+    layout = context.layout(13, 17, context.BLOCK_SIDE)
+    for spread in (1.0, 300.0):
+        flat = layout.empty(max(planes) + 1)
+        smooth = rng.normal(0, spread, (len(flat), layout.zero)).cumsum(axis=1) / 4
+        flat[:, : layout.zero] = np.clip(np.rint(smooth), -context.SYMBOL_LIMIT, context.SYMBOL_LIMIT)
+        coded = np.array(planes)
+        feats = context.plane_features(flat, coded, layout)
+        want = [context.fit_weights(feats[context.feature_columns(p), i], flat[p, : layout.zero]) for i, p in enumerate(coded)]
+        got = context.fit_planes_weights(feats, flat[coded, : layout.zero], coded)
+        assert [w.tolist() for w in got] == [w.tolist() for w in want]
+        assert [len(w) for w in got] == [context.n_weights(p) for p in planes]
+    monkeypatch.setattr(context, "fit_weights", lambda f, t: np.full(len(f), 7, np.int8))
+    monkeypatch.setattr(context, "SYMBOL_LIMIT", 2 ** 30)  # n * limit^2 past 2^53: the per-plane path
+    assert all((w == 7).all() for w in context.fit_planes_weights(feats, flat[coded, : layout.zero], coded))
+    assert context.fit_planes_weights(feats[:, :0], flat[:0, : layout.zero], coded[:0]) == []
+
+
+def test_a_singular_system_gets_zero_weights_alone():
+    grams = np.stack([np.eye(3) * 4.0, -1e-3 * np.eye(3)])  # the second is 0 once regularised
+    rhs = np.array([[4.0, -4.0, 2.0], [1.0, 1.0, 1.0]])
+    assert context._solve_weights(grams, rhs).tolist() == [[32, -32, 16], [0, 0, 0]]
+

@@ -62,9 +62,16 @@ def test_pairs_train_resume_and_package(tmp_path, lpips_weights, monkeypatch):
     for name in ("pairs.npz", "pairs.json"):
         (other / name).write_bytes((run / name).read_bytes())
     started = {"coarse": run / "checkpoint-coarse.pt"}
-    continued = train_decoder.train(vae, other, minutes=0.05, lpips_weights=lpips_weights, start_from=started, l1_weight=0.1)
+    continued = train_decoder.train(vae, other, minutes=0.05, lpips_weights=lpips_weights, start_from=started, l1_weight=0.1,
+                                    learning_rate=2e-5)
     assert continued["coarse"]["steps"] > again["coarse"]["steps"]
     assert continued["coarse"]["l1_weight"] == 0.1 and again["coarse"]["l1_weight"] == train_decoder.L1_WEIGHT
+    # the lower rate replaces the one the first run's optimizer state carried
+    import torch
+
+    assert again["coarse"]["learning_rate"] == train_decoder.LEARNING_RATE and continued["coarse"]["learning_rate"] == 2e-5
+    assert torch.load(run / "checkpoint-coarse.pt", weights_only=False)["optimizer"]["param_groups"][0]["lr"] == train_decoder.LEARNING_RATE
+    assert torch.load(other / "checkpoint-coarse.pt", weights_only=False)["optimizer"]["param_groups"][0]["lr"] == 2e-5
     assert continued["coarse"]["started_from"] == {"checkpoint": str(run / "checkpoint-coarse.pt"), "step": again["coarse"]["steps"]}
     resumed = train_decoder.train(vae, other, minutes=0.05, lpips_weights=lpips_weights, start_from=started)  # its own checkpoint wins
     assert resumed["coarse"]["steps"] > continued["coarse"]["steps"] and resumed["coarse"]["started_from"] == continued["coarse"]["started_from"]

@@ -231,14 +231,50 @@ def activity_bins(feats: np.ndarray, residuals: np.ndarray, p: int, layout: Layo
     return np.searchsorted(ACTIVITY_THRESHOLDS, act, side="right")
 
 
+def fit_planes_weights(feats: np.ndarray, targets: np.ndarray, planes: np.ndarray) -> list[np.ndarray]:
+    """fit_weights() of whole planes at once: feats (CROSS_COLUMNS, len(planes), n) as plane_features gives
+    them, targets (len(planes), n). The normal equations' sums are sums of products of symbols (|s| <=
+    SYMBOL_LIMIT), exact in float64 whatever their order while n * SYMBOL_LIMIT^2 < 2^53 (planes of up to 8
+    million positions): then one batched product makes the very matrices fit_weights' per-plane sums make,
+    and the planes with as many weights are solved in one call, each by the same LAPACK routine."""
+    if not len(planes):
+        return []
+    n = feats.shape[-1]
+    if n * SYMBOL_LIMIT * SYMBOL_LIMIT >= 2 ** 53:
+        return [fit_weights(feats[feature_columns(p), i], targets[i]) for i, p in enumerate(planes)]
+    by_plane = feats.transpose(1, 0, 2).astype(np.float64)  # (planes, CROSS_COLUMNS, n)
+    grams = by_plane @ by_plane.transpose(0, 2, 1)
+    rhs = (by_plane @ targets.astype(np.float64)[:, :, None])[:, :, 0]
+    out: list = [None] * len(planes)
+    sizes = np.array([n_weights(int(p)) for p in planes])
+    for size in np.unique(sizes):
+        chosen = np.flatnonzero(sizes == size)
+        columns = feature_columns(int(planes[chosen[0]]))  # the same for every plane with `size` weights
+        for i, w in zip(chosen, _solve_weights(grams[np.ix_(chosen, columns, columns)], rhs[np.ix_(chosen, columns)])):
+            out[i] = w
+    return out
+
+
 def fit_weights(feats: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Encoder only: the least-squares predictor, quantized to int8 (fixed-order sums: no threaded BLAS)."""
     feats = feats.astype(np.float64)
     target = target.astype(np.float64)
-    gram = np.einsum("in,jn->ij", feats, feats, optimize=False) + 1e-3 * np.eye(len(feats))
+    gram = np.einsum("in,jn->ij", feats, feats, optimize=False)
     rhs = np.einsum("in,n->i", feats, target, optimize=False)
+    return _solve_weights(gram[None], rhs[None])[0]
+
+
+def _solve_weights(grams: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """(k, w, w) normal matrices and (k, w) right sides -> (k, w) int8 least-squares weights in WEIGHT_SCALE
+    units (slightly regularised; a singular system, which the regularisation all but rules out, gets zeros)."""
+    regularised = grams + 1e-3 * np.eye(grams.shape[-1])
     try:
-        solution = np.linalg.solve(gram, rhs)
-    except np.linalg.LinAlgError:
-        solution = np.zeros(len(feats))
-    return np.clip(np.rint(solution * WEIGHT_SCALE), -128, 127).astype(np.int8)
+        solutions = np.linalg.solve(regularised, rhs[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:  # one by one: only the singular ones get zeros
+        solutions = np.zeros(rhs.shape)
+        for i, (gram, right) in enumerate(zip(regularised, rhs)):
+            try:
+                solutions[i] = np.linalg.solve(gram, right)
+            except np.linalg.LinAlgError:
+                pass
+    return np.clip(np.rint(solutions * WEIGHT_SCALE), -128, 127).astype(np.int8)

@@ -45,8 +45,8 @@ class Plan:
             coded_planes = np.flatnonzero(~empty)
             by_plane = context.plane_features(flat, coded_planes, layout)  # (CROSS_COLUMNS, coded planes, positions)
             weights = [None] * len(group)
-            for i, p in enumerate(coded_planes):
-                weights[p] = context.fit_weights(by_plane[context.feature_columns(p), i], flat[p, : layout.zero])
+            for p, w in zip(coded_planes, context.fit_planes_weights(by_plane, flat[coded_planes, : layout.zero], coded_planes)):
+                weights[p] = w
             self.weights += weights
             if len(coded_planes):
                 padded = context.padded_weights(weights, len(group))[coded_planes]
