@@ -81,6 +81,10 @@ def main(argv=None) -> int:
     ls.add_argument("images", nargs="+", help="image files or folders")
     ls.add_argument("--model", required=True, action="append", help="bundle path or name; repeat for several")
     ls.add_argument("--out", default="bench-out/latent-stats", help="output folder (default %(default)s)")
+    cw = sub.add_parser("component-weights", help="the decoder's sensitivity to each coded component, and the weights that even it out")
+    cw.add_argument("images", nargs="+", help="image files or folders (not the test images)")
+    cw.add_argument("--model", required=True, action="append", help="bundle path or name; repeat for several")
+    cw.add_argument("--out", default="bench-out/component-weights", help="output folder (default %(default)s)")
     sr = sub.add_parser("scale-rule", help="quality at each budget and coded scale, and what each bits-per-cell rule loses")
     sr.add_argument("images", nargs="+", help="image files or folders")
     sr.add_argument("--model", required=True, help="bundle path or name")
@@ -175,6 +179,16 @@ def main(argv=None) -> int:
             (out / "latent-stats.json").write_text(json.dumps(results, indent=1))
             for r in results:
                 print(json.dumps({k: v for k, v in r.items() if k != "basis"}))
+            return 0
+        if args.command == "component-weights":
+            from . import latent_stats
+
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            results = [latent_stats.component_weights(expand_inputs(args.images, IMAGE_SUFFIXES), model) for model in args.model]
+            (out / "component-weights.json").write_text(json.dumps(results, indent=1))
+            for r in results:
+                print(json.dumps(r))
             return 0
         if args.command == "scale-rule":
             from . import latent_stats

@@ -144,7 +144,7 @@ def _with_params(body: bytearray, params_at: int, payload_len_at: int, raw: byte
 
 
 def mutate_entropy_params(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
-    """Format version 4's parameters rewritten field by field (see sdlite.methods.entropy.params)."""
+    """Format version 4 and 5's parameters rewritten field by field (see sdlite.methods.entropy.params)."""
     header, _ = bitstream.unpack(data, max_pixels=None)
     body = bytearray(_body(data))
     params_at, payload_len_at = _HEAD.size, _HEAD.size + len(header.params)
@@ -435,7 +435,8 @@ def run(cases: int, seed: int = 0, progress=None, families: tuple = FAMILIES) ->
     rng = np.random.default_rng(seed)
     streams = seed_streams(rng)
     pth_seeds = seed_pth_archives(rng)
-    v4 = [(name, data) for name, data in streams if data[4] == 4 and name.startswith("entropy")]
+    # format versions 4 and 5 share the entropy parameters' layout
+    layout4 = [(name, data) for name, data in streams if data[4] >= 4 and name.startswith("entropy")]
     outcomes: Counter = Counter()
     per_family: Counter = Counter()
     findings = []
@@ -456,7 +457,7 @@ def run(cases: int, seed: int = 0, progress=None, families: tuple = FAMILIES) ->
                 description, data = mutate(base, rng)
                 check = lambda data=data: _check_stream(data)  # noqa: E731
             elif family == "entropy-params":
-                name, base = v4[int(rng.integers(len(v4)))]
+                name, base = layout4[int(rng.integers(len(layout4)))]
                 description, data = mutate_entropy_params(base, rng)
                 check = lambda data=data: _check_stream(data)  # noqa: E731
             elif family == "shapes":

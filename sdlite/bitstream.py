@@ -1,7 +1,7 @@
 """The .sdz container: a versioned header, method parameters, payload and a CRC-32 (pure bytes).
 
-Layout of format versions 3 and 4 (big-endian; version 4 changed the entropy method's coding, not
-the container)::
+Layout of format versions 3, 4 and 5 (big-endian; version 4 changed the entropy method's coding and
+version 5 added its channel transform 5, not the container)::
 
     magic        4s   b"SDLZ"
     version      B    FORMAT_VERSION
@@ -36,8 +36,8 @@ from . import methods
 from .errors import BitstreamError
 
 MAGIC = b"SDLZ"
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 """Which methods' streams each version still decodes is the method's business (sdlite.methods)."""
 MODEL_ID_BYTES = 8
 MAX_SIDE = 65535 * 8

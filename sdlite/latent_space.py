@@ -28,6 +28,7 @@ __all__ = ["LatentSpace", "KNOWN", "UNKNOWN_ID", "by_name", "by_id", "from_confi
 SD1_SCALING = 0.18215
 """SD 1.x's scaling factor: coding units are raw latents * scaling_factor / SD1_SCALING (sd1: raw)."""
 BASIS_ONE = 1 << 14  # channel basis entries: int16 in 1/16384 units
+COMPONENT_WEIGHT_ONE = 1 << 12  # component weights: uint16 in 1/4096 units (python -m bench component-weights)
 DEFAULT_BITS_PER_CELL = 7.0  # spaces without a measurement (the value first measured for sd1)
 
 
@@ -42,6 +43,7 @@ class LatentSpace:
     bits_per_cell: float = DEFAULT_BITS_PER_CELL  # measured: below this budget per full-size cell, code smaller
     channel_basis: tuple | None = None  # measured: rows = decorrelated components (BASIS_ONE units), by variance
     coding_scale: float | None = None  # measured, for spaces whose scaling_factor says nothing of their spread (flux2)
+    component_weights: tuple | None = None  # measured: per coded component, sqrt(decoder sensitivity) (COMPONENT_WEIGHT_ONE units)
 
     @property
     def coding_unit(self) -> float:
@@ -129,6 +131,14 @@ _FLUX2_BASIS = (
     (-3332, 711, 1089, -1022, 1494, 269, -1112, 1375, -639, 8186, -7689, -253, -122, 5337, -1605, 777, 745, 1422, 1261, -514, 3435, 5955, -3515, 862, 319, -2785, -33, 4018, 938, 257, 1035, 301),
 )
 
+# How much TAEF2's pictures depend on each of those 32 components: sqrt of the pixel MSE that noise in one
+# component adds, over its geometric mean (COMPONENT_WEIGHT_ONE units), measured on 12 photos that are not
+# test images (`python -m bench component-weights`, BENCHMARKS.md). They differ 7.4x in sensitivity, so one
+# step for every component spends bits where the decoder hardly looks; the other spaces' differ 1.5-2.7x and a
+# weighting measured no better there.
+_FLUX2_WEIGHTS = (4097, 3303, 4195, 6804, 4553, 5802, 5360, 3052, 2813, 3084, 4575, 2798, 3086, 4381, 5709, 3176,
+                  6821, 7092, 4593, 5526, 3685, 4753, 4681, 3978, 3991, 5334, 3100, 3548, 3077, 3909, 2956, 2602)
+
 UNKNOWN_ID = 0
 KNOWN = (
     # bits_per_cell: measured with `python -m bench scale-rule` (BENCHMARKS.md). sd1 keeps 7: TAESD (LPIPS) wanted 10-11,
@@ -140,7 +150,8 @@ KNOWN = (
     # FLUX.2's VAE normalises its latents with a per-channel batch norm after a 2x2 patchify, outside the raw latents that
     # TAEF2 reads and writes (scale 1, shift 0 here). coding_scale 4.4: TAEF2's raw latents of Kodak have std 0.854, so
     # coded values spread as SD 1.x raw latents do (std 3.78), where the codec's steps and rules were measured.
-    LatentSpace("flux2", 5, 32, 8, 1.0, None, bits_per_cell=10.0, channel_basis=_FLUX2_BASIS, coding_scale=4.4),
+    LatentSpace("flux2", 5, 32, 8, 1.0, None, bits_per_cell=10.0, channel_basis=_FLUX2_BASIS, coding_scale=4.4,
+               component_weights=_FLUX2_WEIGHTS),
 )
 _SCALE_TOLERANCE = 1e-4
 

@@ -14,7 +14,8 @@ import numpy as np
 MASK = (1 << 64) - 1
 THRESHOLDS = (1, 2, 3, 4, 6, 8, 11, 15, 20, 28, 40)
 SD1 = 0.18215
-TRANSFORM_UNITS = {0: 1.0, 1: 0.13025 / SD1, 2: 1.5305 / SD1, 3: 0.3611 / SD1, 4: 4.4}
+TRANSFORM_UNITS = {0: 1.0, 1: 0.13025 / SD1, 2: 1.5305 / SD1, 3: 0.3611 / SD1, 4: 4.4, 5: 4.4}
+TRANSFORM_SINCE = {5: 5}  # the first format version that may name the transform (4 otherwise)
 
 
 class SpecError(Exception):
@@ -276,9 +277,13 @@ def recompose(groups, shape, levels):
     return haar_inverse(np.concatenate([approximation, groups[-1]]), shape)
 
 
-def channel_inverse(coded: np.ndarray, transform: int, basis=None) -> np.ndarray:
+def channel_inverse(coded: np.ndarray, transform: int, basis=None, weights=None) -> np.ndarray:
     unit = TRANSFORM_UNITS[transform]
-    if transform in (2, 3, 4):
+    if transform == 5:
+        if weights is None or len(weights) != coded.shape[0]:
+            raise SpecError("transform 5 needs its component weights")
+        coded = np.stack([coded[k] / (weights[k] / 4096) for k in range(coded.shape[0])])
+    if transform in (2, 3, 4, 5):
         n = len(basis)
         if coded.shape[0] != n:
             raise SpecError(f"transform {transform} needs {n} channels")
@@ -290,8 +295,10 @@ def channel_inverse(coded: np.ndarray, transform: int, basis=None) -> np.ndarray
     return coded / unit
 
 
-def decode_entropy(params: bytes, payload: bytes, shape, version: int, bases: dict) -> np.ndarray:
+def decode_entropy(params: bytes, payload: bytes, shape, version: int, bases: dict, weights: dict | None = None) -> np.ndarray:
     prm = parse_params(params, shape, version)
+    if version >= 4 and version < TRANSFORM_SINCE.get(prm["transform"], 4):  # versions 2-3: no transform byte (identity)
+        raise SpecError(f"transform {prm['transform']} in version {version}")
     reader = RangeDecoder(payload)
     groups, first = [], 0
     for gshape, steps in zip(group_shapes(shape, prm["levels"]), plane_steps(prm, shape[0])):
@@ -306,16 +313,17 @@ def decode_entropy(params: bytes, payload: bytes, shape, version: int, bases: di
     if not reader.exhausted():
         raise SpecError("payload not exhausted")
     coded = recompose(groups, shape, prm["levels"])
-    return channel_inverse(coded, prm["transform"], bases.get(prm["transform"])).astype(np.float32)
+    return channel_inverse(coded, prm["transform"], bases.get(prm["transform"]), (weights or {}).get(prm["transform"])).astype(np.float32)
 
 
-def decode(data: bytes, bases: dict) -> np.ndarray:
-    """Raw latents (C, h, w) float32 of a stream; bases: transform id -> its NxN integer basis (docs/format.md 5.1)."""
+def decode(data: bytes, bases: dict, weights: dict | None = None) -> np.ndarray:
+    """Raw latents (C, h, w) float32 of a stream; bases: transform id -> its NxN integer basis, weights: transform id
+    -> its component weights (docs/format.md 5.1)."""
     c = read_container(data)
     if c["method"] == 1:
         return decode_palette(c["params"], c["payload"], c["shape"])
     if c["method"] == 2 and c["version"] >= 2:
-        return decode_entropy(c["params"], c["payload"], c["shape"], c["version"], bases)
+        return decode_entropy(c["params"], c["payload"], c["shape"], c["version"], bases, weights)
     raise SpecError(f"method {c['method']} in version {c['version']}")
 
 

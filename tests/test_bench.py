@@ -374,3 +374,45 @@ def test_quality_default_decoder_rows_are_the_default_rules_pictures(taesd, koda
     assert default[key]["psnr"] == pytest.approx(bench_metrics.psnr(np.asarray(Image.open(path)), trained))
     with pytest.raises(ValueError, match="choose one of own, default"):
         quality.run([path], decoder="trained", **kwargs)
+
+
+class _LinearDecoder:
+    """A fake sd1 model whose picture is sum_k gain_k * latent_k in every pixel of its 8x8 cell: noise of
+    variance s^2 in component k adds gain_k^2 * s^2 of pixel MSE, so the sensitivities are the gains squared."""
+
+    latent_space = None
+    downsample_factor = 8
+
+    def __init__(self, gains):
+        from sdlite import latent_space
+
+        self.latent_space = latent_space.by_name("sd1")
+        self.gains = np.asarray(gains, dtype=np.float64)
+        self.path = "linear"
+
+    def encode(self, pixels, tile=None):
+        cells = pixels[:, :, ::8, ::8].mean(axis=1, keepdims=True)
+        return np.concatenate([cells * (k + 1) for k in range(len(self.gains))], axis=1).astype(np.float32)
+
+    def decode(self, latents, tile=None):
+        mixed = np.einsum("k,bkhw->bhw", self.gains, latents.astype(np.float64))[:, None]
+        return np.repeat(np.repeat(np.repeat(mixed, 3, axis=1), 8, axis=2), 8, axis=3)
+
+
+def test_component_weights_are_the_root_sensitivities_over_their_geometric_mean(tmp_path, monkeypatch):
+    from bench import latent_stats
+    from sdlite import latent_space
+
+    rng = np.random.default_rng(0)
+    for i in range(2):  # a large photo (scaled and cropped) and a small one (cropped only)
+        size = (900, 700) if i == 0 else (300, 280)
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    monkeypatch.setattr(latent_stats, "load_model", lambda model: model)
+    gains = [1.0, 2.0, 0.5, 4.0]
+    result = latent_stats.component_weights(sorted(tmp_path.glob("*.png")), _LinearDecoder(gains), crop=128, draws=4)
+    np.testing.assert_allclose(result["sensitivity"], np.square(gains), rtol=0.12)  # noise draws: about (3 % spread), not exactly
+    roots = np.sqrt(np.asarray(result["sensitivity"]))
+    want = np.rint(roots / np.exp(np.mean(np.log(roots))) * latent_space.COMPONENT_WEIGHT_ONE)
+    assert np.abs(np.asarray(result["weights"]) - want).max() <= 1 and result["images"] == 2  # from 4-digit sensitivities
+    assert result["spread"] == pytest.approx(max(result["sensitivity"]) / min(result["sensitivity"]), rel=1e-3)
+    assert "max_difference_from_committed_weights" not in result  # sd1 has none committed

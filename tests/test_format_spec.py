@@ -16,7 +16,8 @@ from . import spec_decoder
 
 CORPUS = Path(__file__).resolve().parent / "conformance"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())["streams"]
-BASES = {2: latent_space._SD3_BASIS, 3: latent_space._FLUX_BASIS, 4: latent_space._FLUX2_BASIS}  # docs/format.md 5.1: the tables, by reference
+BASES = {2: latent_space._SD3_BASIS, 3: latent_space._FLUX_BASIS, 4: latent_space._FLUX2_BASIS, 5: latent_space._FLUX2_BASIS}  # docs/format.md 5.1
+WEIGHTS = {5: latent_space._FLUX2_WEIGHTS}  # the tables, by reference
 SMALL = 200_000  # latent values: the spec decoder is plain Python, one symbol at a time
 
 
@@ -27,7 +28,7 @@ def _small(name):
 @pytest.mark.parametrize("name", sorted(n for n in MANIFEST if _small(n)))
 def test_the_spec_decoder_agrees_with_sdlite_on_the_corpus(name):
     data = (CORPUS / MANIFEST[name]["file"]).read_bytes()
-    latents = spec_decoder.decode(data, BASES)
+    latents = spec_decoder.decode(data, BASES, WEIGHTS)
     assert hashlib.sha256(np.ascontiguousarray(latents, dtype="<f4").tobytes()).hexdigest() == MANIFEST[name]["latents_sha256"]
 
 

@@ -8,7 +8,8 @@ bitstream.FORMAT_VERSION and write the new version's files with `python -m tests
 separate script: the tests never write what they compare with).
 Older versions' files (golden/v2 and golden/v3, written by earlier releases) are never regenerated: they
 prove old streams still decode. golden/v4 was made when format version 4 changed the entropy method's
-coding (blocks, diagonal plane order, group residual ranges, empty planes, channel transforms).
+coding (blocks, diagonal plane order, group residual ranges, empty planes, channel transforms), golden/v5 when
+version 5 added flux2's weighted channel transform 5 (with a flux2 case).
 An intended encoder change within a version (streams any decoder of that version reads) pins its new bytes
 in vN/encoder.json with the reason, by hand and reviewed; the released streams stay as they are.
 """
@@ -33,7 +34,10 @@ CASES = {  # name -> how the stream is made
     "entropy-q90-levels2": {"method": "entropy", "quality": 90, "levels": 2},
     "entropy-target-gains": {"method": "entropy", "target_bytes": 400, "reconstruction_gains": True},
     "entropy-sd3": {"method": "entropy", "quality": 60, "latent_space": "sd3"},  # 16 channels, the sd3 channel transform
+    # format version 5: 32 channels, flux2's weighted transform 5 (a case older versions' folders do not have)
+    "entropy-flux2": {"method": "entropy", "quality": 60, "latent_space": "flux2"},
 }
+CHANNELS = {"sd3": 16, "flux2": 32}
 
 
 def _latents(seed: int, channels: int = 4) -> np.ndarray:
@@ -49,7 +53,7 @@ def _digest(data) -> str:
 
 def _encode(name: str, seed: int) -> bytes:
     options = dict(CASES[name])
-    latents = _latents(seed, 16 if options.get("latent_space") == "sd3" else 4)
+    latents = _latents(seed, CHANNELS.get(options.get("latent_space"), 4))
     if "levels" in options or "reconstruction_gains" in options:  # options compress_latents does not expose
         options.pop("method")
         if "target_bytes" in options:
@@ -95,4 +99,4 @@ def test_the_encoder_makes_the_golden_bytes(name):
     released file's, or the later pin in encoder.json), and that stream decodes to what it coded."""
     data = _encode(name, list(CASES).index(name))
     assert _digest(data) == _encoder_pin(name)
-    assert decompress_latents(data)[0].shape == _latents(0, 16 if CASES[name].get("latent_space") == "sd3" else 4).shape
+    assert decompress_latents(data)[0].shape == _latents(0, CHANNELS.get(CASES[name].get("latent_space"), 4)).shape

@@ -1,6 +1,7 @@
 """Every latent space coded well (issue 18): channel transforms, per-space rules, round trips and rate control
 with each TAE model, the latent-space header's cross-checks, and choosing a bundle by rate."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -20,7 +21,8 @@ MODEL_ID = "0123012301230123"
 TAE = {"sd1": "taesd", "sdxl": "taesdxl", "sd3": "taesd3", "flux": "taef1"}
 
 # A transform's id is in streams: its definition must never change (a new measurement gets a new id).
-PINNED_TRANSFORMS = {0: "ec58bd35de72477d", 1: "f2ca1285b13725ed", 2: "edad34b825bc9494", 3: "e469cbafc2d0a03d", 4: "b83c74d8d681230f"}
+PINNED_TRANSFORMS = {0: "ec58bd35de72477d", 1: "f2ca1285b13725ed", 2: "edad34b825bc9494", 3: "e469cbafc2d0a03d", 4: "b83c74d8d681230f",
+                     5: "9050ad7afa2cea80"}
 
 
 def test_channel_transform_definitions_are_frozen():
@@ -44,7 +46,7 @@ def test_sd1_keeps_raw_units_and_the_identity():
     assert channels.for_space("sd1") is channels.IDENTITY and channels.for_space(None) is channels.IDENTITY
 
 
-@pytest.mark.parametrize("space", ["sd1", "sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("space", ["sd1", "sdxl", "sd3", "flux", "flux2"])
 def test_latents_of_every_space_round_trip_with_their_transform(space):
     definition = spaces.by_name(space)
     rng = np.random.default_rng(3)
@@ -193,3 +195,34 @@ def test_near_lossless_is_an_entropy_setting():
         compress_latents(z, model_id=MODEL_ID, latent_space="sd1", method="palette", near_lossless=True)
     with pytest.raises(OptionError, match="True or False"):
         compress_latents(z, model_id=MODEL_ID, latent_space="sd1", near_lossless="yes")
+
+
+def test_flux2_weights_make_the_one_step_finer_where_the_decoder_looks():
+    """Transform 5 codes component k in units multiplied by its weight (COMPONENT_WEIGHT_ONE units, geometric
+    mean 1): noise of one coded unit lands in the latents as 1/weight of transform 4's, and the inverse undoes it."""
+    weighted, plain = channels.TRANSFORMS[5], channels.TRANSFORMS[4]
+    weights = np.asarray(spaces.by_name("flux2").component_weights) / spaces.COMPONENT_WEIGHT_ONE
+    assert weighted.weights == spaces.by_name("flux2").component_weights and len(weights) == 32
+    assert abs(np.exp(np.mean(np.log(weights))) - 1) < 1e-3 and weights.max() / weights.min() > 2
+    rng = np.random.default_rng(4)
+    raw = rng.normal(0, 0.9, (32, 3, 5))
+    np.testing.assert_allclose(weighted.forward(raw), plain.forward(raw) * weights[:, None, None], rtol=1e-12, atol=1e-12)
+    assert np.allclose(weighted.inverse(weighted.forward(raw)), raw, atol=1e-9)
+    k = int(weights.argmax())
+    unit = np.zeros((32, 1, 1))
+    unit[k] = 1.0
+    assert np.linalg.norm(weighted.inverse(unit)) == pytest.approx(np.linalg.norm(plain.inverse(unit)) / weights[k], rel=1e-3)
+
+
+def test_a_version_4_stream_may_not_name_transform_5():
+    """Transform 5 exists from format version 5: a version 4 header around its parameters is refused by name,
+    while version 4's flux2 transform 4 still parses."""
+    z = (np.random.default_rng(5).normal(0, 1, (32, 6, 8)) / 4.4).astype(np.float32)
+    data = compress_latents(z, model_id=MODEL_ID, latent_space="flux2", quality=70)
+    header, _ = bitstream.unpack(data)
+    assert header.version == 5 and params.parse(header.params, header.latent_shape, 5).transform == 5
+    with pytest.raises(BitstreamError, match="channel transform 5 .* needs format version 5"):
+        params.parse(header.params, header.latent_shape, 4)
+    older = params.parse(header.params, header.latent_shape, 5)
+    as_four = dataclasses.replace(older, transform=4, version=4)
+    assert params.parse(as_four.pack(), header.latent_shape, 4).transform == 4

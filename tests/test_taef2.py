@@ -57,7 +57,8 @@ def random_taef2(tmp_path_factory):
 def test_the_space_and_its_transform():
     assert (SPACE.id, SPACE.channels, SPACE.factor, SPACE.scaling_factor, SPACE.shift_factor) == (5, 32, 8, 1.0, None)
     transform = channels.for_space("flux2")
-    assert (transform.id, transform.unit, transform.channels) == (4, 4.4, 32)
+    assert (transform.id, transform.unit, transform.channels, transform.since_version) == (5, 4.4, 32, 5)
+    assert transform.basis == channels.TRANSFORMS[4].basis and channels.TRANSFORMS[4].weights is None  # version 4's
     assert spaces.from_config(32, 8, 1.0, 0.0) is SPACE
     reconstruction = transform._reconstruction()
     assert np.abs(reconstruction.T @ reconstruction - np.eye(32)).max() < 2e-4

@@ -68,7 +68,7 @@ def _version_1_palette(seed: int) -> bytes:
 
 def _cases() -> dict:
     cases = {}
-    for version in ("v2", "v3", "v4"):  # the streams earlier releases wrote
+    for version in ("v2", "v3", "v4", "v5"):  # the streams releases wrote (tests/golden)
         for name in json.loads((GOLDEN / version / "expected.json").read_text()):
             cases[f"golden-{version}-{name}"] = ("a stream written by an earlier release (tests/golden)", lambda v=version, n=name: (GOLDEN / v / f"{n}.sdz").read_bytes())
     cases["v1-palette"] = ("format version 1 container, palette method", lambda: _version_1_palette(1))
@@ -134,7 +134,30 @@ def _cases() -> dict:
         smooth_latents(312, 32, 130, 70, space="flux2"), model_id=MODEL_ID, latent_space="flux2", quality=40))
     cases["v4-palette-flux2"] = ("palette method, 32 channels, latent 10x14", lambda: compress_latents(
         smooth_latents(313, 32, 10, 14, space="flux2"), model_id=MODEL_ID, latent_space="flux2", method="palette"))
+    # format version 5: flux2's weighted transform 5 (each component's step divided by its weight), and version 5
+    # headers around the other spaces' unchanged transforms
+    for quality in (5, 50, 95):
+        cases[f"v5-entropy-flux2-q{quality}"] = (f"entropy, flux2 weighted components (transform 5), quality {quality}",
+                                                 lambda q=quality: compress_latents(smooth_latents(400 + q, 32, 12, 17, space="flux2"),
+                                                                                    model_id=MODEL_ID, latent_space="flux2", quality=q))
+    cases["v5-entropy-flux2-target-2000"] = ("entropy, a 2000-byte target, flux2 transform 5", lambda: compress_latents(
+        smooth_latents(410, 32, 24, 32, space="flux2"), model_id=MODEL_ID, latent_space="flux2", target_bytes=2000))
+    cases["v5-entropy-flux2-levels2-gains"] = ("entropy, 2 Haar levels and reconstruction gains, flux2 transform 5", lambda: _entropy_stream(
+        smooth_latents(411, 32, 13, 19, space="flux2"), space="flux2", quality=60, levels=2, reconstruction_gains=True))
+    cases["v5-entropy-flux2-130x70-blocks"] = ("entropy, latent shape 32x130x70, flux2 transform 5", lambda: compress_latents(
+        smooth_latents(412, 32, 130, 70, space="flux2"), model_id=MODEL_ID, latent_space="flux2", quality=40))
+    cases["v5-entropy-flux2-empty-planes"] = ("entropy, flux2 transform 5 with empty planes (zero latents in a corner)", lambda: compress_latents(
+        _with_zero_rows(smooth_latents(413, 32, 16, 20, space="flux2"), 8), model_id=MODEL_ID, latent_space="flux2", quality=15))
+    for space, channels in (("sd1", 4), ("sd3", 16)):
+        cases[f"v5-entropy-{space}-q50"] = (f"entropy, latent space {space}, quality 50, a version 5 header", lambda sp=space, c=channels:
+                                            compress_latents(smooth_latents(420 + c, c, 12, 17, space=sp), model_id=MODEL_ID, latent_space=sp, quality=50))
     return cases
+
+
+def _with_zero_rows(latents: np.ndarray, rows: int) -> np.ndarray:
+    out = latents.copy()
+    out[:, :rows] = 0.0
+    return out
 
 
 def _digest(data) -> str:

@@ -4,7 +4,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { decodeLatents } from "../src/sdz.js";
-import { BASES } from "../src/bases.js";
+import { BASES, WEIGHTS } from "../src/bases.js";
 
 const folder = process.argv[2] ?? "../bench-out/decode-cost/streams";
 console.log("| case | bytes | seconds (JavaScript) | outcome |\n|---|---|---|---|");
@@ -14,7 +14,7 @@ for (const file of readdirSync(folder).filter((f) => f.endsWith(".sdz")).sort())
   const start = performance.now();
   let outcome = "decoded";
   try {
-    await decodeLatents(data, { bases: BASES, maxPixels: kind === "latents-large" ? null : 2048 * 2048 });
+    await decodeLatents(data, { bases: BASES, weights: WEIGHTS, maxPixels: kind === "latents-large" ? null : 2048 * 2048 });
   } catch (error) {
     outcome = `${error.name}: ${error.message}`.slice(0, 120);
   }

@@ -1,4 +1,4 @@
-// The channel bases of latent spaces sd3 (transform 2), flux (transform 3) and flux2 (transform 4): N rows of N integers
+// The channel bases of latent spaces sd3 (transform 2), flux (transform 3) and flux2 (transforms 4 and 5): N rows of N integers
 // (16, 16 and 32) in units of 1/16384, part of the format (docs/format.md 5.1) by reference to sdlite/latent_space.py; web/test checks the copy.
 export const BASES = {
   2: [
@@ -71,4 +71,11 @@ export const BASES = {
     [-1831, -686, 973, 588, -3672, -986, 530, 5895, 265, 4713, 4386, 675, 999, -191, -4083, 953, 3864, -3654, 4032, -721, 2503, -4645, -451, 3274, 544, 7252, -505, 2127, 1824, 2014, 1962, 714],
     [-3332, 711, 1089, -1022, 1494, 269, -1112, 1375, -639, 8186, -7689, -253, -122, 5337, -1605, 777, 745, 1422, 1261, -514, 3435, 5955, -3515, 862, 319, -2785, -33, 4018, 938, 257, 1035, 301],
   ],
+};
+BASES[5] = BASES[4]; // flux2-v2 (format version 5): the same components, each weighted
+
+// Transform 5's component weights (units of 1/4096, sdlite/latent_space.py _FLUX2_WEIGHTS): coded values are divided
+// by weight / 4096 before the basis (docs/format.md 5.1); web/test checks the copy.
+export const WEIGHTS = {
+  5: [4097, 3303, 4195, 6804, 4553, 5802, 5360, 3052, 2813, 3084, 4575, 2798, 3086, 4381, 5709, 3176, 6821, 7092, 4593, 5526, 3685, 4753, 4681, 3978, 3991, 5334, 3100, 3548, 3077, 3909, 2956, 2602],
 };

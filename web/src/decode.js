@@ -4,7 +4,7 @@
 // stays importable in Node for its pure parts.
 
 import { decodeLatents, BitstreamError } from "./sdz.js";
-import { BASES } from "./bases.js";
+import { BASES, WEIGHTS } from "./bases.js";
 import { runTiled, toRgb, resizeLanczos, DEFAULT_TILE } from "./pixels.js";
 
 /** A decoder that cannot read this stream (another latent space, channel count or factor): sdlite.ModelMismatchError. */
@@ -79,7 +79,7 @@ export class Decoder {
 export async function decodeImage(bytes, decoders, { tile = DEFAULT_TILE, maxPixels, onTile = null } = {}) {
   const now = () => (globalThis.performance ?? Date).now();
   let start = now();
-  const { header, latents } = await decodeLatents(bytes, { bases: BASES, ...(maxPixels !== undefined ? { maxPixels } : {}) });
+  const { header, latents } = await decodeLatents(bytes, { bases: BASES, weights: WEIGHTS, ...(maxPixels !== undefined ? { maxPixels } : {}) });
   const seconds = { latents: (now() - start) / 1000 };
   const decoder = typeof decoders === "function" ? decoders(header) : decoders?.[header.latentSpace];
   if (!decoder) {

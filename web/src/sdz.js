@@ -18,7 +18,8 @@ const LEGACY_FREE_CALLS = 12_500; // format versions 2 and 3: coder calls any st
 const LEGACY_CALLS_PER_BYTE = 4; // ... and those each payload byte justifies (docs/format.md, sdlite's coder.py)
 const THRESHOLDS = [1, 2, 3, 4, 6, 8, 11, 15, 20, 28, 40];
 const SD1 = 0.18215;
-const TRANSFORM_UNITS = { 0: 1.0, 1: 0.13025 / SD1, 2: 1.5305 / SD1, 3: 0.3611 / SD1, 4: 4.4 };
+const TRANSFORM_UNITS = { 0: 1.0, 1: 0.13025 / SD1, 2: 1.5305 / SD1, 3: 0.3611 / SD1, 4: 4.4, 5: 4.4 };
+const TRANSFORM_SINCE = { 5: 5 }; // transforms later format versions added: the first version that may name them
 export const SPACES = { 0: "unknown", 1: "sd1", 2: "sdxl", 3: "sd3", 4: "flux", 5: "flux2" };
 export const DEFAULT_MAX_PIXELS = 2048 * 2048;
 
@@ -87,7 +88,7 @@ export function readContainer(bytes, { maxPixels = DEFAULT_MAX_PIXELS } = {}) {
   const magic = String.fromCharCode(...r.take(4));
   if (magic !== "SDLZ") throw new BitstreamError("not an sdlite stream (bad magic); expected data starting with SDLZ");
   const version = r.u8();
-  if (version < 1 || version > 4) throw new BitstreamError(`unsupported format version ${version}; this decoder reads versions 1-4`);
+  if (version < 1 || version > 5) throw new BitstreamError(`unsupported format version ${version}; this decoder reads versions 1-5`);
   const method = r.u8();
   let space = 0, factor, scale = 8;
   if (version >= 3) {
@@ -236,6 +237,7 @@ async function parseParams(packed, shape, version) {
   }
   if (p.fine === 0 || p.coarse === 0 || p.stepQ === 0 || p.flags & ~1) throw new BitstreamError("entropy method parameters are invalid");
   if (!(p.transform in TRANSFORM_UNITS)) throw new BitstreamError(`unknown channel transform ${p.transform}`);
+  if (p.transform in TRANSFORM_SINCE && version < TRANSFORM_SINCE[p.transform]) throw new BitstreamError(`channel transform ${p.transform} needs format version ${TRANSFORM_SINCE[p.transform]} or later; the stream says version ${version}`);
   p.weights = [];
   for (const size of sizes) {
     for (let plane = 0; plane < size; plane++) {
@@ -358,7 +360,7 @@ function planeSteps(p, channels) {
   return [[...Array(channels).fill(step), ...Array(3 * channels).fill(step * coarse)], Array(3 * channels).fill(step * fine)];
 }
 
-async function decodeEntropy(params, payload, shape, version, bases) {
+async function decodeEntropy(params, payload, shape, version, bases, weights) {
   if (version < 2) throw new BitstreamError("format version 1 entropy streams used a retired context model");
   const p = await parseParams(params, shape, version);
   const shapes = groupShapes(shape, p.levels);
@@ -390,7 +392,12 @@ async function decodeEntropy(params, payload, shape, version, bases) {
   if (!reader.exhausted()) throw new BitstreamError("corrupt entropy payload: its length does not match the symbols it codes");
   let coded = recompose(groups, shape, p.levels, shapes);
   const unit = TRANSFORM_UNITS[p.transform];
-  if (p.transform >= 2 && p.transform <= 4) {
+  if (p.transform === 5) { // component weights first: coded / (weight / 4096), correctly rounded like sdlite's
+    const w = weights?.[5];
+    if (!w || w.length !== coded.length) throw new BitstreamError("channel transform 5 needs its component weights");
+    coded = coded.map((values, k) => { const g = w[k] / 4096; return values.map((v) => v / g); });
+  }
+  if (p.transform >= 2 && p.transform <= 5) {
     const basis = bases?.[p.transform];
     if (!basis) throw new BitstreamError(`channel transform ${p.transform} needs its basis`);
     const N = basis.length;
@@ -414,13 +421,14 @@ async function decodeEntropy(params, payload, shape, version, bases) {
 
 /**
  * Raw latents of a stream: { header, latents } with latents a Float32Array in (C, h, w) order.
- * bases: { 2: SD3 basis, 3: FLUX basis } (16x16 integer rows, sdlite/latent_space.py), needed for those spaces.
+ * bases: { 2: SD3 basis, 3: FLUX basis, 4 and 5: FLUX.2 basis } (integer rows, sdlite/latent_space.py), needed for
+ * those spaces; weights: { 5: FLUX.2's component weights } for transform 5 (bases.js has both).
  */
-export async function decodeLatents(bytes, { bases = null, maxPixels = DEFAULT_MAX_PIXELS } = {}) {
+export async function decodeLatents(bytes, { bases = null, weights = null, maxPixels = DEFAULT_MAX_PIXELS } = {}) {
   const header = readContainer(bytes, { maxPixels });
   let latents;
   if (header.method === 1) latents = await decodePalette(header.params, header.payload, header.shape);
-  else if (header.method === 2) latents = await decodeEntropy(header.params, header.payload, header.shape, header.version, bases);
+  else if (header.method === 2) latents = await decodeEntropy(header.params, header.payload, header.shape, header.version, bases, weights);
   else throw new BitstreamError(`unknown method id ${header.method}; this decoder knows 1 (palette) and 2 (entropy)`);
   return { header, latents };
 }

@@ -8,7 +8,7 @@ import { dirname, join } from "node:path";
 import { execFileSync } from "node:child_process";
 
 import { decodeLatents, readContainer, BitstreamError } from "../src/sdz.js";
-import { BASES } from "../src/bases.js";
+import { BASES, WEIGHTS } from "../src/bases.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const corpus = join(root, "tests", "conformance");
@@ -26,7 +26,7 @@ test("the corpus has at least 40 streams", () => {
 for (const [name, entry] of Object.entries(manifest)) {
   test(`${name} decodes to its recorded latents`, async () => {
     const data = readFileSync(join(corpus, entry.file));
-    const { header, latents } = await decodeLatents(data, { bases: BASES, maxPixels: null });
+    const { header, latents } = await decodeLatents(data, { bases: BASES, weights: WEIGHTS, maxPixels: null });
     const expected = entry.header;
     assert.equal(header.version, expected.format_version);
     assert.equal(header.latentSpace, expected.latent_space);
@@ -51,11 +51,13 @@ test("an unknown format version and a truncated stream are BitstreamErrors", () 
 });
 
 test("the bases are sdlite's", { skip: !process.env.SDLITE_PYTHON && "set SDLITE_PYTHON to compare with sdlite/latent_space.py" }, () => {
-  const out = execFileSync(process.env.SDLITE_PYTHON, ["-c", "import json; from sdlite import latent_space as s; print(json.dumps({2: s._SD3_BASIS, 3: s._FLUX_BASIS, 4: s._FLUX2_BASIS}))"], { cwd: root });
+  const out = execFileSync(process.env.SDLITE_PYTHON, ["-c", "import json; from sdlite import latent_space as s; print(json.dumps({2: s._SD3_BASIS, 3: s._FLUX_BASIS, 4: s._FLUX2_BASIS, 'weights': s._FLUX2_WEIGHTS}))"], { cwd: root });
   const python = JSON.parse(out.toString());
   assert.deepEqual(BASES[2], python["2"]);
   assert.deepEqual(BASES[3], python["3"]);
   assert.deepEqual(BASES[4], python["4"]);
+  assert.deepEqual(BASES[5], python["4"]);
+  assert.deepEqual(WEIGHTS[5], python.weights);
 });
 
 test("crafted streams cost no more than sdlite lets them: the same two refusals as the Python decoder",
@@ -66,4 +68,16 @@ test("crafted streams cost no more than sdlite lets them: the same two refusals 
   await assert.rejects(decodeLatents(build("legacy_thin"), { bases: BASES, maxPixels: null }), (e) => e instanceof BitstreamError && /524288 sequential coder calls/.test(e.message));
   const { latents } = await decodeLatents(build("legacy_calls"), { bases: BASES }); // the most calls a tiny payload may ask for: decoded
   assert.equal(latents.length, 16 * 128 * 128);
+});
+
+test("transform 5 belongs to format version 5: a version 4 stream naming it is refused, as by sdlite",
+  { skip: !process.env.SDLITE_PYTHON && "set SDLITE_PYTHON to re-seal the stream's CRC" }, async () => {
+  const file = join(corpus, manifest["v5-entropy-flux2-q50"].file);
+  const script = "import sys, zlib, struct; d = bytearray(open(sys.argv[1], 'rb').read()[:-4]); d[4] = 4; "
+    + "sys.stdout.write((bytes(d) + struct.pack('>I', zlib.crc32(bytes(d)))).hex())";
+  const older = Uint8Array.from(Buffer.from(execFileSync(process.env.SDLITE_PYTHON, ["-c", script, file]).toString(), "hex"));
+  await assert.rejects(decodeLatents(older, { bases: BASES, weights: WEIGHTS }),
+    (e) => e instanceof BitstreamError && /channel transform 5 needs format version 5/.test(e.message));
+  const data = new Uint8Array(readFileSync(file));
+  await assert.rejects(decodeLatents(data, { bases: BASES }), (e) => e instanceof BitstreamError && /needs its component weights/.test(e.message));
 });

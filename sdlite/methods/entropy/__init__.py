@@ -134,7 +134,7 @@ METHOD = Method(
         "quality": integer_option("quality", QUALITY_MIN, QUALITY_MAX),
         "target_bytes": integer_option("target_bytes", MIN_TARGET_BYTES),
     },
-    versions=(2, 3, 4),
+    versions=(2, 3, 4, 5),
     max_params=lambda shape: params.max_raw_size(shape) + 64,  # deflate can expand incompressible data a little
     max_payload=coder.max_payload,
     retired="version 1 held a pre-release context model that no sdlite decodes any more",

@@ -1,6 +1,6 @@
 """The entropy method's parameters (side information): their byte layout, packing and checked parsing.
 
-Format version 4, before deflate (big-endian): levels (B), finest-detail gain (B), next-level gain (B),
+Format versions 4 and 5 (the same layout; version 5 adds channel transform 5), before deflate (big-endian): levels (B), finest-detail gain (B), next-level gain (B),
 base step (H, 1/STEP_SCALE coding units), flags (B), channel transform id (B; see channels.py); a
 bitmap of empty planes (one bit per plane in coding order, most significant bit first: an empty plane's
 symbols are all 0 and nothing of it is coded); per group its residual range rmin (h), rmax (h); per plane
@@ -67,14 +67,14 @@ class Params:
     weights: list  # [np.ndarray int64 or None (empty plane)], one per plane
     reconstruction_gains: tuple | None = None  # one byte per plane (1 for empty planes), or None: gain 1
     transform: int = channels.IDENTITY.id
-    version: int = 4
+    version: int = 5
 
     @property
     def flags(self) -> int:
         return FLAG_RECONSTRUCTION_GAINS if self.reconstruction_gains is not None else 0
 
     def raw(self) -> bytes:
-        """Format version 4's layout (the only one this sdlite writes)."""
+        """Format versions 4 and 5's layout (this sdlite writes 5)."""
         out = bytearray(GLOBAL.pack(self.levels, *self.gains_q, self.step_q, self.flags, self.transform))
         out += _bitmap([p.empty for p in self.planes])
         first = 0
@@ -146,6 +146,7 @@ def parse(packed: bytes, shape: tuple[int, int, int], version: int = 4) -> Param
     _check_global(levels, fine_q, coarse_q, step_q, flags)
     transform = channels.by_id(transform_id)
     transform.check_channels(shape[0])
+    transform.check_version(version)
     sizes = [s[0] for s in group_shapes(shape, levels)]
     count = sum(sizes)
     offset = GLOBAL.size
