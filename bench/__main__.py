@@ -170,25 +170,17 @@ def main(argv=None) -> int:
             print(pipeline.run(expand_inputs(args.images, IMAGE_SUFFIXES), models=args.model, threads=args.threads, repeats=args.repeats,
                                out_dir=args.out, bpp=args.bpp))
             return 0
-        if args.command == "latent-stats":
+        if args.command in ("latent-stats", "component-weights"):
             from . import latent_stats
 
+            measure, hidden = {"latent-stats": (latent_stats.channel_stats, {"basis"}),
+                               "component-weights": (latent_stats.component_weights, set())}[args.command]
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
-            results = [latent_stats.channel_stats(expand_inputs(args.images, IMAGE_SUFFIXES), model) for model in args.model]
-            (out / "latent-stats.json").write_text(json.dumps(results, indent=1))
+            results = [measure(expand_inputs(args.images, IMAGE_SUFFIXES), model) for model in args.model]
+            (out / f"{args.command}.json").write_text(json.dumps(results, indent=1))
             for r in results:
-                print(json.dumps({k: v for k, v in r.items() if k != "basis"}))
-            return 0
-        if args.command == "component-weights":
-            from . import latent_stats
-
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            results = [latent_stats.component_weights(expand_inputs(args.images, IMAGE_SUFFIXES), model) for model in args.model]
-            (out / "component-weights.json").write_text(json.dumps(results, indent=1))
-            for r in results:
-                print(json.dumps(r))
+                print(json.dumps({k: v for k, v in r.items() if k not in hidden}))
             return 0
         if args.command == "scale-rule":
             from . import latent_stats

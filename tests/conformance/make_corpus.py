@@ -120,37 +120,34 @@ def _cases() -> dict:
         cases[f"v4-palette-{name}"] = (f"palette method, {channels} channels, latent {shape[0]}x{shape[1]}",
                                        lambda c=channels, sp=space, sh=shape: compress_latents(
                                            smooth_latents(200 + c + sh[0], c, *sh, space=sp), model_id=MODEL_ID, latent_space=sp, method="palette"))
-    # FLUX.2 (issue 25): 32 channels, transform 4 (its basis); quality levels, a target, Haar levels, palette, a
-    # 130x70 multi-block latent
-    for quality in (5, 50, 95):
-        cases[f"v4-entropy-flux2-q{quality}"] = (f"entropy, latent space flux2 (32 channels), quality {quality}",
-                                                 lambda q=quality: compress_latents(smooth_latents(300 + q, 32, 12, 17, space="flux2"),
-                                                                                    model_id=MODEL_ID, latent_space="flux2", quality=q))
-    cases["v4-entropy-flux2-target-2000"] = ("entropy, a 2000-byte target, flux2", lambda: compress_latents(
-        smooth_latents(310, 32, 24, 32, space="flux2"), model_id=MODEL_ID, latent_space="flux2", target_bytes=2000))
-    cases["v4-entropy-flux2-levels2-gains"] = ("entropy, 2 Haar levels and reconstruction gains, flux2", lambda: _entropy_stream(
-        smooth_latents(311, 32, 13, 19, space="flux2"), space="flux2", quality=60, levels=2, reconstruction_gains=True))
-    cases["v4-entropy-flux2-130x70-blocks"] = ("entropy, latent shape 32x130x70, flux2", lambda: compress_latents(
-        smooth_latents(312, 32, 130, 70, space="flux2"), model_id=MODEL_ID, latent_space="flux2", quality=40))
+    # FLUX.2 (issue 25): 32 channels, transform 4 (its basis) in version 4, transform 5 (each component weighted)
+    # from version 5; quality levels, a target, Haar levels, a 130x70 multi-block latent
+    for version, seed, what in (("v4", 300, "flux2"), ("v5", 400, "flux2 transform 5")):
+        cases.update(_flux2_cases(version, seed, what))
     cases["v4-palette-flux2"] = ("palette method, 32 channels, latent 10x14", lambda: compress_latents(
         smooth_latents(313, 32, 10, 14, space="flux2"), model_id=MODEL_ID, latent_space="flux2", method="palette"))
-    # format version 5: flux2's weighted transform 5 (each component's step divided by its weight), and version 5
-    # headers around the other spaces' unchanged transforms
-    for quality in (5, 50, 95):
-        cases[f"v5-entropy-flux2-q{quality}"] = (f"entropy, flux2 weighted components (transform 5), quality {quality}",
-                                                 lambda q=quality: compress_latents(smooth_latents(400 + q, 32, 12, 17, space="flux2"),
-                                                                                    model_id=MODEL_ID, latent_space="flux2", quality=q))
-    cases["v5-entropy-flux2-target-2000"] = ("entropy, a 2000-byte target, flux2 transform 5", lambda: compress_latents(
-        smooth_latents(410, 32, 24, 32, space="flux2"), model_id=MODEL_ID, latent_space="flux2", target_bytes=2000))
-    cases["v5-entropy-flux2-levels2-gains"] = ("entropy, 2 Haar levels and reconstruction gains, flux2 transform 5", lambda: _entropy_stream(
-        smooth_latents(411, 32, 13, 19, space="flux2"), space="flux2", quality=60, levels=2, reconstruction_gains=True))
-    cases["v5-entropy-flux2-130x70-blocks"] = ("entropy, latent shape 32x130x70, flux2 transform 5", lambda: compress_latents(
-        smooth_latents(412, 32, 130, 70, space="flux2"), model_id=MODEL_ID, latent_space="flux2", quality=40))
     cases["v5-entropy-flux2-empty-planes"] = ("entropy, flux2 transform 5 with empty planes (zero latents in a corner)", lambda: compress_latents(
         _with_zero_rows(smooth_latents(413, 32, 16, 20, space="flux2"), 8), model_id=MODEL_ID, latent_space="flux2", quality=15))
+    # version 5 headers around the other spaces' unchanged transforms
     for space, channels in (("sd1", 4), ("sd3", 16)):
         cases[f"v5-entropy-{space}-q50"] = (f"entropy, latent space {space}, quality 50, a version 5 header", lambda sp=space, c=channels:
                                             compress_latents(smooth_latents(420 + c, c, 12, 17, space=sp), model_id=MODEL_ID, latent_space=sp, quality=50))
+    return cases
+
+
+def _flux2_cases(version: str, seed: int, what: str) -> dict:
+    """The flux2 entropy cases of one format version (the encoder writes the current one): seeds from `seed`."""
+    cases = {}
+    for quality in (5, 50, 95):
+        cases[f"{version}-entropy-flux2-q{quality}"] = (
+            f"entropy, latent space {what} (32 channels), quality {quality}",
+            lambda q=quality: compress_latents(smooth_latents(seed + q, 32, 12, 17, space="flux2"), model_id=MODEL_ID, latent_space="flux2", quality=q))
+    cases[f"{version}-entropy-flux2-target-2000"] = (f"entropy, a 2000-byte target, {what}", lambda: compress_latents(
+        smooth_latents(seed + 10, 32, 24, 32, space="flux2"), model_id=MODEL_ID, latent_space="flux2", target_bytes=2000))
+    cases[f"{version}-entropy-flux2-levels2-gains"] = (f"entropy, 2 Haar levels and reconstruction gains, {what}", lambda: _entropy_stream(
+        smooth_latents(seed + 11, 32, 13, 19, space="flux2"), space="flux2", quality=60, levels=2, reconstruction_gains=True))
+    cases[f"{version}-entropy-flux2-130x70-blocks"] = (f"entropy, latent shape 32x130x70, {what}", lambda: compress_latents(
+        smooth_latents(seed + 12, 32, 130, 70, space="flux2"), model_id=MODEL_ID, latent_space="flux2", quality=40))
     return cases
 
 
