@@ -71,15 +71,17 @@ def component_weights(image_paths, model, *, crop: int = 256, sigma: float = 0.3
     component inversely proportional to sqrt(sensitivity), which spreads the decoded error evenly (for
     high-rate quantization, the noise at equal rate falls to the geometric over the arithmetic mean of the
     sensitivities)."""
+    import dataclasses
+
     from sdlite.methods.entropy import channels
 
     model = load_model(model)
     space = model.latent_space
-    plain = channels.ChannelTransform(0, "unweighted", space.coding_unit, space.channel_basis)
+    plain = dataclasses.replace(channels.for_space(space), weights=None)  # the space's own units and basis, unweighted
     rng = np.random.default_rng(seed)
     added = []
     for path in image_paths:
-        rgb = images.load_rgb(path, max_pixels=None)  # photos of any size: only a scaled centre crop is coded
+        rgb = images.load_rgb(path, max_pixels=_PHOTO_PIXELS)  # large photos: only a scaled centre crop is coded
         height, width = rgb.shape[:2]
         shrink = 2 * crop / min(height, width)
         if shrink < 1:
@@ -108,6 +110,9 @@ def component_weights(image_paths, model, *, crop: int = 256, sigma: float = 0.3
     if space.component_weights is not None:
         result["max_difference_from_committed_weights"] = int(np.abs(np.asarray(space.component_weights) - weights).max())
     return result
+
+
+_PHOTO_PIXELS = 64 << 20  # component_weights' inputs: camera photos and wallpapers, bounded
 
 
 def sweep(image_paths, model, budgets, scales, out_dir: Path, lpips=None) -> dict:

@@ -134,8 +134,8 @@ _FLUX2_BASIS = (
 # How much TAEF2's pictures depend on each of those 32 components: sqrt of the pixel MSE that noise in one
 # component adds, over its geometric mean (COMPONENT_WEIGHT_ONE units), measured on 12 photos that are not
 # test images (`python -m bench component-weights`, BENCHMARKS.md). They differ 7.4x in sensitivity, so one
-# step for every component spends bits where the decoder hardly looks; the other spaces' differ 1.5-2.7x and a
-# weighting measured no better there.
+# step for every component spends bits where the decoder hardly looks; the other TAE decoders' differ 1.8-2.5x on
+# the same photos and a weighting measured no better there.
 _FLUX2_WEIGHTS = (4097, 3303, 4195, 6804, 4553, 5802, 5360, 3052, 2813, 3084, 4575, 2798, 3086, 4381, 5709, 3176,
                   6821, 7092, 4593, 5526, 3685, 4753, 4681, 3978, 3991, 5334, 3100, 3548, 3077, 3909, 2956, 2602)
 
