@@ -43,8 +43,12 @@ CROPS_PER_IMAGE = 6
 # For sd3 the same bands sit higher in step (its streams at 0.15 bpp code with a step of about 3.5, at 0.3 bpp
 # about 2, at 0.5 bpp about 1.1, on Kodak at 768x512), so its medium band takes about 0.3 bpp; its fine band
 # (about 0.4-1 bpp) is where sd3 is the best space and the base decoder's own round trip is far from the image.
-SPACE_BANDS = {"sd1": {"coarse": (1.8, math.inf), "medium": (0.5, 1.8)},
-               "sd3": {"coarse": (2.6, math.inf), "medium": (1.4, 2.6), "fine": (0.35, 1.4)}}
+# The coarse bands' lower edges were first 1.8 (sd1) and 2.6 (sd3). Measured per stream on Kodak (BENCHMARKS.md,
+# seventh session), the finer band beat the coarser one on both LPIPS metrics up to about 2.3 (sd1) and 3.0 (sd3),
+# so the edges moved there: a band decodes up to where the next one wins on LPIPS-alex and LPIPS-vgg alike. (By
+# the same test sd3's fine band stops at 1.4: above it LPIPS-vgg turns against it.)
+SPACE_BANDS = {"sd1": {"coarse": (2.3, math.inf), "medium": (0.5, 2.3)},
+               "sd3": {"coarse": (3.0, math.inf), "medium": (1.4, 3.0), "fine": (0.35, 1.4)}}
 # Rates the pairs are coded at (bits per pixel of a crop): one from each list per crop (`pairs --rates` picks lists).
 SPACE_PAIR_RATES = {"sd1": {"low": (0.04, 0.06, 0.08, 0.1, 0.12), "mid": (0.13, 0.16, 0.2, 0.24)},
                     "sd3": {"low": (0.08, 0.1, 0.13, 0.16, 0.2), "mid": (0.22, 0.26, 0.3, 0.36),
@@ -250,8 +254,9 @@ def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int |
           start_from: dict | None = None, l1_weight: float = L1_WEIGHT, learning_rate: float = LEARNING_RATE) -> dict:
     """Fine-tune one decoder per band for `minutes` in all (shared equally), resuming run/checkpoint-BAND.pt.
 
-    start_from: {band: checkpoint of another run} to continue from (weights, optimizer and step count; this run's
-    own pairs and random stream) when this run has no checkpoint of that band yet. l1_weight: the loss is
+    start_from: {band: checkpoint of another run (weights, optimizer and step count) or a packaged band's folder
+    (weights and step count, a fresh optimizer)} to continue from, on this run's own pairs and random stream, when
+    this run has no checkpoint of that band yet. l1_weight: the loss is
     LPIPS-alex + l1_weight * L1. learning_rate: Adam's, also over a resumed optimizer's (a continued run may
     settle at a lower one). Both are recorded in the report."""
     import torch
@@ -283,7 +288,13 @@ def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int |
         step, seconds, losses, origin = 0, 0.0, [], None
         rng = np.random.default_rng([seed, list(space_bands).index(band)])
         earlier = checkpoint if checkpoint.is_file() else (start_from or {}).get(band)
-        if earlier is not None:
+        if earlier is not None and Path(earlier).is_dir():  # a packaged band: its weights, a fresh optimizer
+            weights, trained = bundle_decoder_weights(Path(earlier), decoder.state_dict())
+            decoder.load_state_dict(weights)
+            step, seconds = trained.get("steps", 0), float(trained.get("seconds", 0))
+            origin = {"bundle": str(earlier), "step": step}
+            log.info("%s: continuing at step %d (%.0f s trained) from the packaged decoder %s", band, step, seconds, earlier)
+        elif earlier is not None:
             state = torch.load(earlier, weights_only=False)
             decoder.load_state_dict(state["decoder"])
             optimizer.load_state_dict(state["optimizer"])
@@ -322,6 +333,32 @@ def train(vae: Path, run: Path, *, minutes: float, seed: int = 0, threads: int |
                         "loss_last": float(np.mean(losses[-CHECKPOINT_EVERY:])) if losses else None}
     (run / "training.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def bundle_decoder_weights(folder: Path, expected: dict) -> tuple[dict, dict]:
+    """A packaged band's decoder weights (the ONNX graph's "decoder.*" initializers, which sdlite.tae names after
+    the torch module's parameters) as torch tensors matching `expected`'s names and shapes, and the bundle's
+    training record ({} when none). ValueError naming what does not match: another network's bundle is refused."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from sdlite import manifest as manifests
+
+    manifest = json.loads((folder / manifests.MANIFEST).read_text())
+    graph = onnx.load(str(folder / manifest["components"]["vae_decoder"]["file"])).graph
+    found = {i.name.removeprefix("decoder."): i for i in graph.initializer if i.name.startswith("decoder.")}
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        raise ValueError(f"{folder}: the decoder graph has no weights {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}; "
+                         "is it a bundle of this base decoder?")
+    weights = {}
+    for name, tensor in expected.items():
+        array = numpy_helper.to_array(found[name])
+        if tuple(array.shape) != tuple(tensor.shape):
+            raise ValueError(f"{folder}: weight {name} has shape {tuple(array.shape)}, the base decoder's {tuple(tensor.shape)}")
+        weights[name] = torch.from_numpy(array.copy()).to(tensor.dtype)
+    return weights, manifest.get("training", {})
 
 
 def _save(path, decoder, optimizer, step, seconds, losses, rng, origin) -> None:
@@ -427,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--l1-weight", type=float, default=L1_WEIGHT, help=f"loss = LPIPS-alex + this * L1 (default {L1_WEIGHT})")
     trainer.add_argument("--learning-rate", type=float, default=LEARNING_RATE, help=f"Adam's learning rate (default {LEARNING_RATE:g})")
     trainer.add_argument("--start-from", nargs="+", default=[], metavar="BAND=CHECKPOINT",
-                         help="continue a band from another run's checkpoint (on this run's pairs) when this run has none yet")
+                         help="continue a band from another run's checkpoint, or from a packaged band's folder (e.g. "
+                              "sdlite/decoders/taesd3-codec/medium: its weights, a fresh optimizer), on this run's pairs, "
+                              "when this run has no checkpoint of that band yet")
     packer = sub.add_parser("package", help="decoder-only bundles of the trained bands and decoders.json")
     packer.add_argument("--output", required=True, help="folder to (re)create, e.g. sdlite/decoders/taesd-codec")
     packer.add_argument("--name", required=True, help="the model name it answers to, e.g. taesd-codec")
@@ -466,7 +505,10 @@ def main(argv=None) -> int:
         start_from = _band_values(args.start_from, "--start-from", "BAND=CHECKPOINT", Path)
         if start_from is None:
             return 2
-        missing = [str(path) for path in start_from.values() if not path.is_file()]
+        if args.learning_rate <= 0:
+            print(f"error: --learning-rate must be positive, got {args.learning_rate:g}", file=sys.stderr)
+            return 2
+        missing = [str(path) for path in start_from.values() if not (path.is_file() or (path / "manifest.json").is_file())]
         if missing:
             print(f"error: --start-from checkpoint not found: {', '.join(missing)}", file=sys.stderr)
             return 2

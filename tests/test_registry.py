@@ -206,6 +206,19 @@ def test_rate_awareness_picks_the_band_of_the_step(space):
         assert low.max_step == high.min_step  # no step falls between two bands
 
 
+@pytest.mark.parametrize("space", ["sd1", "sd3"])
+def test_shipped_band_edges_are_the_trainers(space):
+    """The listing decodes each band where its pairs were made (export.train_decoder.SPACE_BANDS), except that a
+    band may start higher where it was measured not to win (package --use-from): one set of edges, not two."""
+    from export.train_decoder import SPACE_BANDS
+
+    listed = {band.name: band for band in codec_decoders.for_space(space).bands}
+    assert set(listed) == set(SPACE_BANDS[space])
+    for name, (low, high) in SPACE_BANDS[space].items():
+        assert listed[name].max_step == high
+        assert listed[name].min_step >= low
+
+
 def test_a_vaelight_stream_keeps_its_own_decoder_when_it_is_here(vaelight, tmp_path, monkeypatch):
     """The trained decoders replace a TAE decoder, not another family's: VAElight's own decoder keeps 1.5-2 dB more
     PSNR on its streams (BENCHMARKS.md), so a coarse VAElight stream whose bundle is in models/ decodes with it."""

@@ -85,4 +85,26 @@ def test_pairs_train_resume_and_package(tmp_path, lpips_weights, monkeypatch):
     band = sdlite.load_model(tmp_path / "taesd-codec" / "coarse")
     assert band.components == {"vae_decoder"} and band.latent_space.name == "sd1"
     assert band.decode(np.zeros((1, 4, 4, 4), np.float32)).shape == (1, 3, 32, 32)
+    # a packaged band is a starting point too (its weights exactly, its step count; a fresh optimizer)
+    checkpoint = torch.load(run / "checkpoint-coarse.pt", weights_only=False)
+    weights, trained = train_decoder.bundle_decoder_weights(tmp_path / "taesd-codec" / "coarse", checkpoint["decoder"])
+    assert trained["steps"] == checkpoint["step"]
+    assert all(torch.equal(weights[name], value) for name, value in checkpoint["decoder"].items())
+    from_bundle = tmp_path / "from-bundle"
+    from_bundle.mkdir()
+    for name in ("pairs.npz", "pairs.json"):
+        (from_bundle / name).write_bytes((run / name).read_bytes())
+    assert train_decoder.main(["train", "--vae", str(vae), "--run", str(from_bundle), "--minutes", "0.05",
+                               "--start-from", f"coarse={tmp_path / 'taesd-codec' / 'coarse'}"]) == 0
+    rebuilt = json.loads((from_bundle / "training.json").read_text())["coarse"]
+    assert rebuilt["started_from"] == {"bundle": str(tmp_path / "taesd-codec" / "coarse"), "step": checkpoint["step"]}
+    assert rebuilt["steps"] > checkpoint["step"]
+    wrong = dict(checkpoint["decoder"])
+    first = next(iter(wrong))
+    wrong[first] = torch.zeros(3, *wrong[first].shape)
+    with pytest.raises(ValueError, match="shape"):
+        train_decoder.bundle_decoder_weights(tmp_path / "taesd-codec" / "coarse", wrong)
+    with pytest.raises(ValueError, match="no weights"):
+        train_decoder.bundle_decoder_weights(tmp_path / "taesd-codec" / "coarse", {"layers.99.weight": wrong[first]})
+    assert train_decoder.main(["train", "--vae", str(vae), "--run", str(from_bundle), "--minutes", "0.01", "--learning-rate", "0"]) == 2
     assert os.environ.get("SDLITE_HUB_URL")  # no network was used: conftest's discard port
