@@ -512,9 +512,13 @@ def main(argv=None) -> int:
         if missing:
             print(f"error: --start-from checkpoint not found: {', '.join(missing)}", file=sys.stderr)
             return 2
-        print(json.dumps(train(vae, run, minutes=args.minutes, seed=args.seed, threads=args.threads, bands=args.bands,
-                               start_from=start_from, l1_weight=args.l1_weight,
-                               learning_rate=args.learning_rate)))
+        try:
+            report = train(vae, run, minutes=args.minutes, seed=args.seed, threads=args.threads, bands=args.bands,
+                           start_from=start_from, l1_weight=args.l1_weight, learning_rate=args.learning_rate)
+        except ValueError as error:  # a --start-from folder that is not a band of this base decoder
+            print(f"error: --start-from: {error}", file=sys.stderr)
+            return 2
+        print(json.dumps(report))
     else:
         use_from = _band_values(args.use_from, "--use-from", "BAND=STEP", float)
         if use_from is None:

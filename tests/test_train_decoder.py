@@ -107,4 +107,11 @@ def test_pairs_train_resume_and_package(tmp_path, lpips_weights, monkeypatch):
     with pytest.raises(ValueError, match="no weights"):
         train_decoder.bundle_decoder_weights(tmp_path / "taesd-codec" / "coarse", {"layers.99.weight": wrong[first]})
     assert train_decoder.main(["train", "--vae", str(vae), "--run", str(from_bundle), "--minutes", "0.01", "--learning-rate", "0"]) == 2
+    other_base = write_tae_folder(tmp_path / "other-diffusers", config={**TINY_CONFIG, "decoder_block_out_channels": [16, 16, 16, 16]})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("pairs.npz", "pairs.json"):
+        (elsewhere / name).write_bytes((run / name).read_bytes())
+    assert train_decoder.main(["train", "--vae", str(other_base), "--run", str(elsewhere), "--minutes", "0.01",
+                               "--start-from", f"coarse={tmp_path / 'taesd-codec' / 'coarse'}"]) == 2  # another network's band
     assert os.environ.get("SDLITE_HUB_URL")  # no network was used: conftest's discard port
